@@ -1,0 +1,106 @@
+"""Benchmark grids: every method × backbone × dataset × shots × seed, one process per run.
+
+Each run is a ``lineguard evaluate --json`` in a fresh process, so its peak memory is its own and a crash
+costs one row. Finished runs are appended to ``results.jsonl`` at once; a rerun skips them (resume). The
+table averages the seeds of each configuration (the support draws of a few-shot row).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from lineguard.methods import method_class
+from lineguard.progress import track
+
+COLUMNS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO",
+           "fit_seconds": "fit s", "images_per_second": "images/s", "peak_rss_mb": "peak RSS MB"}
+
+
+@dataclass(frozen=True)
+class Run:
+    data: str
+    method: str
+    backbone: str | None
+    shots: int | None
+    seed: int
+    params: tuple[str, ...]
+    image_size: int | None
+
+    @property
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def cli_args(self, json_path: Path) -> list[str]:
+        args = ["evaluate", "--method", self.method, "--data", self.data, "--seed", str(self.seed),
+                "--json", str(json_path)]
+        if self.backbone:
+            args += ["--backbone", self.backbone]
+        if self.shots is not None:
+            args += ["--shots", str(self.shots)]
+        if self.image_size is not None:
+            args += ["--image-size", str(self.image_size)]
+        for p in self.params:
+            args += ["--param", p]
+        return args
+
+
+def plan(*, data: list[Path], methods: list[str], backbones: list[str], shots: list[int | None],
+         seeds: list[int], params: list[str], image_size: int | None) -> list[Run]:
+    """The grid; methods without a backbone get one run per dataset/shots/seed, test-batch methods no shots."""
+    runs: dict[str, Run] = {}
+    for d, m, b, k, s in product(data, methods, backbones, shots, seeds):
+        cls = method_class(m)
+        k = k if cls.uses_normal_images else None
+        b = b if "backbone" in cls.param_names() else None
+        run = Run(str(d), m, b, k, s, tuple(p for p in params if p.split("=")[0] in cls.param_names()), image_size)
+        runs.setdefault(run.key, run)
+    return list(runs.values())
+
+
+def run_all(runs: list[Run], folder: Path, *, runner: Callable[[list[str]], int]) -> list[dict[str, Any]]:
+    """Run what is not in ``folder/results.jsonl`` yet and return all rows of this grid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    results_path = folder / "results.jsonl"
+    done = {}
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["run"]] = row
+    for run in track([r for r in runs if r.key not in done], "benchmark runs"):
+        with tempfile.TemporaryDirectory() as tmp:
+            json_path = Path(tmp) / "result.json"
+            code = runner(run.cli_args(json_path))
+            if code != 0 or not json_path.exists():
+                print(f"run failed (exit {code}): {run.key}")
+                continue
+            row = {"run": run.key, **json.loads(json_path.read_text())}
+        with open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[run.key] = row
+    return [done[r.key] for r in runs if r.key in done]
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> str:
+    """Markdown table, one line per configuration, metrics averaged over seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        run = json.loads(row["run"])
+        config = (Path(run["data"]).name, run["method"], run["backbone"] or "–",
+                  "all" if run["shots"] is None else str(run["shots"]), " ".join(run["params"]))
+        groups.setdefault(config, []).append(row)
+    header = ["dataset", "method", "backbone", "shots", "params", "seeds", *COLUMNS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for config, members in groups.items():
+        cells = [f"{statistics.fmean(m[k] for m in members):.3f}" if k in members[0] else "–" for k in COLUMNS]
+        lines.append("| " + " | ".join([*config, str(len(members)), *cells]) + " |")
+    table = "\n".join(lines) + "\n"
+    path.write_text(table)
+    return table

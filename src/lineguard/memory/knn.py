@@ -1,0 +1,90 @@
+"""Nearest-neighbour search over a memory bank, one interface for exact torch and faiss backends.
+
+Letters: Q queries, M bank size, D dimension, K neighbours. Distances are Euclidean (not squared).
+
+The torch backend is exact and chunked (memory O(chunk × M)), needs nothing beyond torch and is the
+reference; faiss is faster on large banks (flat = exact; IVF = approximate, for banks of millions).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
+_IVF_MIN_BANK = 200_000  # below this a flat index is fast enough and exact
+
+
+def pairwise_sq_distances(queries: Tensor, bank: Tensor, bank_sq_norms: Tensor | None = None) -> Tensor:
+    """(Q, D), (M, D) -> (Q, M) squared Euclidean distances via ‖q‖² − 2 q·b + ‖b‖², clamped at 0."""
+    if bank_sq_norms is None:
+        bank_sq_norms = bank.pow(2).sum(1)
+    d2 = queries.pow(2).sum(1, keepdim=True) - 2.0 * queries @ bank.T + bank_sq_norms[None]
+    return d2.clamp_min_(0.0)
+
+
+class NearestNeighbours:
+    """Index over a fixed bank; ``search`` returns the K nearest bank rows of each query.
+
+    ``backend="auto"`` picks faiss flat when faiss is importable and the bank is on the CPU, the torch search
+    otherwise, and an IVF index for banks of at least 200,000 rows.
+    """
+
+    def __init__(self, bank: Tensor, *, backend: Backend = "auto", chunk_size: int = 4096,
+                 ivf_lists: int | None = None, ivf_probe: int = 16):
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"memory bank must be a non-empty (M, D) matrix, got shape {tuple(bank.shape)}")
+        self.bank = bank.float().contiguous()
+        self.chunk_size = chunk_size
+        self.backend = self._choose(backend)
+        self._bank_sq_norms = self.bank.pow(2).sum(1) if self.backend == "torch" else None
+        self._index = self._build_faiss(ivf_lists, ivf_probe) if self.backend != "torch" else None
+
+    def _choose(self, backend: Backend) -> str:
+        if backend != "auto":
+            return backend
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            return "torch"
+        if self.bank.device.type != "cpu":
+            return "torch"
+        return "faiss-ivf" if self.bank.shape[0] >= _IVF_MIN_BANK else "faiss"
+
+    def _build_faiss(self, ivf_lists: int | None, ivf_probe: int):
+        import faiss
+
+        data = self.bank.cpu().numpy()
+        dim = data.shape[1]
+        if self.backend == "faiss":
+            index = faiss.IndexFlatL2(dim)
+        else:
+            lists = ivf_lists or max(1, int(4 * np.sqrt(len(data))))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
+            index.train(data)
+            index.nprobe = ivf_probe
+        index.add(data)
+        return index
+
+    def search(self, queries: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+        """(Q, D) -> distances (Q, K) ascending, indices (Q, K) into the bank."""
+        if queries.ndim != 2 or queries.shape[1] != self.bank.shape[1]:
+            raise ValueError(f"queries must be (Q, {self.bank.shape[1]}), got {tuple(queries.shape)}")
+        k = min(k, self.bank.shape[0])
+        if self._index is not None:
+            d2, idx = self._index.search(queries.detach().float().cpu().contiguous().numpy(), k)
+            return (torch.from_numpy(d2).clamp_min_(0).sqrt_().to(queries.device),
+                    torch.from_numpy(idx).long().to(queries.device))
+        return self._torch_search(queries.float(), k)
+
+    def _torch_search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        dists, indices = [], []
+        for chunk in queries.split(self.chunk_size):
+            d2 = pairwise_sq_distances(chunk.to(self.bank.device), self.bank, self._bank_sq_norms)
+            top = d2.topk(k, dim=1, largest=False)  # sorted ascending
+            dists.append(top.values.sqrt_())
+            indices.append(top.indices)
+        return torch.cat(dists).to(queries.device), torch.cat(indices).to(queries.device)

@@ -1,0 +1,52 @@
+"""Patch scores on the feature grid → anomaly maps at image resolution.
+
+Bilinear upsampling then a Gaussian blur (σ = 4 px, as PatchCore) turns blocky grid scores into smooth maps
+whose peaks sit on the defect; the blur is separable so its cost is linear in σ.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gaussian_kernel1d(sigma: float) -> Tensor:
+    """Normalised 1-D Gaussian with radius ⌊4σ + 0.5⌋ (the usual truncation at 4σ)."""
+    radius = int(4 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
+    """Blur (B, H, W) maps with reflect padding, separably. σ ≤ 0 returns the input."""
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma).to(maps)
+    pad = kernel.numel() // 2
+    x = maps[:, None]  # -> (B, 1, H, W)
+    mode = "reflect" if min(maps.shape[-2:]) > pad else "replicate"
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode=mode), kernel.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def upsample(patch_scores: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, h, w) -> (B, H, W), bilinear."""
+    return F.interpolate(patch_scores[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def anomaly_maps(patch_scores: Tensor, size: tuple[int, int], sigma: float = 4.0) -> Tensor:
+    """(B, h, w) grid scores -> (B, H, W) maps: bilinear upsampling + Gaussian blur."""
+    return gaussian_blur(upsample(patch_scores, size), sigma)
+
+
+def resize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bring (B, H, W) maps to another resolution (e.g. an image's original size for overlays)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return upsample(maps, size)
+
+
+__all__ = ["anomaly_maps", "gaussian_blur", "gaussian_kernel1d", "resize_maps", "upsample"]

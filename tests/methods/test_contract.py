@@ -1,0 +1,66 @@
+"""Every registered method fits, finds planted defects, saves and loads to identical scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lineguard
+from lineguard.methods import NotFittedError, available_methods, method_class
+from lineguard.metrics import image_auroc
+from tests.conftest import SIZE
+
+# Settings that keep a method fast on 2 CPU cores; everything else stays at its default.
+FAST: dict[str, dict] = {}
+
+
+def build(name: str):
+    params = {"image_size": SIZE} if "image_size" in method_class(name).param_names() else {}
+    return lineguard.create(name, **params, **FAST.get(name, {}))
+
+
+@pytest.fixture(scope="module", params=available_methods())
+def fitted(request, parts):
+    support, test, labels, masks = parts
+    detector = build(request.param)
+    if detector.uses_normal_images:
+        detector.fit(support)
+    return detector, detector.predict(test)
+
+
+def test_planted_defects_score_above_clean_images(fitted, parts):
+    _, test, labels, masks = parts
+    detector, result = fitted
+    assert result.scores.shape == (len(test),)
+    assert result.maps.shape == (len(test), SIZE, SIZE)
+    assert image_auroc(labels, result.scores) >= 0.9, detector.name
+    # the map's peak of each defective image lies on (or within 8 px of) the defect
+    for i in torch.nonzero(labels).flatten():
+        y, x = divmod(result.maps[i].argmax().item(), SIZE)
+        near = torch.nn.functional.max_pool2d(masks[i][None, None].float(), 17, 1, 8)[0, 0]
+        assert near[y, x] > 0, f"{detector.name}: image {i} peaks at {(y, x)}, off the defect"
+
+
+def test_save_load_gives_identical_scores(fitted, parts, tmp_path):
+    _, test, _, _ = parts
+    detector, result = fitted
+    detector.save(tmp_path / "model")
+    assert not list(tmp_path.glob("model/*.pkl")) and (tmp_path / "model" / "config.json").exists()
+    reloaded = lineguard.load(tmp_path / "model")
+    assert reloaded.get_params() == detector.get_params()
+    again = reloaded.predict(test)
+    assert torch.equal(again.scores, result.scores)
+    assert torch.equal(again.maps, result.maps)
+
+
+@pytest.mark.parametrize("name", [m for m in available_methods() if method_class(m).uses_normal_images])
+def test_predict_before_fit_is_a_clear_error(name, parts):
+    with pytest.raises(NotFittedError, match="fit"):
+        build(name).predict(parts[1])
+
+
+def test_unknown_method_and_parameter():
+    with pytest.raises(ValueError, match="unknown method 'nope'.*knn"):
+        lineguard.create("nope")
+    with pytest.raises(TypeError, match="no parameter.*bogus"):
+        lineguard.create("knn", bogus=1)
