@@ -8,12 +8,15 @@ settings (backbone, image size, weights, device) are passed only to methods that
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,8 +26,8 @@ from lineguard.backbones import WeightsNotFoundError, available_backbones
 from lineguard.evaluation import EvaluationResult, evaluate_detector
 from lineguard.io.batches import ImageBatches
 from lineguard.io.datasets import DatasetError, load_dataset
-from lineguard.io.images import ImageError, list_images, read_image, resize
-from lineguard.io.store import ResultStore
+from lineguard.io.images import ImageError, image_size, list_images
+from lineguard.io.store import RESULTS_FILE, ResultStore
 from lineguard.methods import (
     DEFAULT_METHOD,
     Detector,
@@ -34,8 +37,13 @@ from lineguard.methods import (
     load,
     method_class,
 )
+from lineguard.methods.base import NotCalibratedError
 from lineguard.metrics import MetricError
-from lineguard.report.html import ReportItem, write_report
+from lineguard.report.overlay import mask_image
+from lineguard.report.runs import evaluation_report, findings, save_thresholds, store_report
+from lineguard.scoring.regions import Finding
+from lineguard.scoring.threshold import RULES, CalibrationError, Thresholds
+from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 from lineguard.synthetic import write_mvtec_layout
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -44,8 +52,8 @@ console = Console(stderr=True)
 out = Console()
 
 DEFAULT_BACKBONE = "effnet-lite0"
-USER_ERRORS = (ImageError, DatasetError, WeightsNotFoundError, NotFittedError, MetricError, FileNotFoundError,
-               ValueError, TypeError)
+USER_ERRORS = (ImageError, DatasetError, WeightsNotFoundError, NotFittedError, NotCalibratedError,
+               MetricError, FileNotFoundError, ValueError, TypeError)
 
 MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method name (see `lineguard methods`).")]
 BackboneOpt = Annotated[str | None, typer.Option(help=f"Backbone name (default {DEFAULT_BACKBONE}).")]
@@ -56,6 +64,8 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda.")]
 DataOpt = Annotated[Path, typer.Option(help="Dataset folder (MVTec AD, MPDD, VisA, BTAD layout).")]
 ShotsOpt = Annotated[int | None, typer.Option(help="Use only K random good training images.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the choice of shots and the method's randomness.")]
+RuleOpt = Annotated[str, typer.Option(help=f"Threshold rule: {', '.join(RULES)} (f1 needs labelled data).")]
+FalseAlarmOpt = Annotated[float, typer.Option(help="Target share of good parts rejected (rule quantile).")]
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -130,19 +140,101 @@ def backbones() -> None:
 def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: Annotated[Path, typer.Option("--out")] = ...,
         backbone: BackboneOpt = None, shots: ShotsOpt = None, seed: SeedOpt = 0, image_size: ImageSizeOpt = None,
         weights: WeightsOpt = None, device: DeviceOpt = None, param: ParamOpt = None,
-        batch_size: int = 16) -> None:
-    """Fit a detector on the good training images of DATA and save it to --out."""
+        batch_size: int = 16,
+        calibrate: Annotated[str, typer.Option(help="Threshold rule on held-out good images: mu3sigma, "
+                                                    "quantile, or none.")] = "mu3sigma",
+        false_alarm_rate: FalseAlarmOpt = 0.01,
+        holdout: Annotated[float, typer.Option(help="Share of good training images held out of fit to "
+                                                    "calibrate on (at least 2).")] = 0.2) -> None:
+    """Fit a detector on the good training images of DATA, calibrate its thresholds on held-out good images,
+    and save it to --out."""
     from lineguard.evaluation import select_support
 
     detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights, device=device,
                               seed=seed, params=param)
     dataset = load_dataset(data)
+    held_out: list[Path] = []
+    if calibrate != "none" and detector.uses_normal_images:
+        if calibrate not in ("mu3sigma", "quantile"):
+            raise typer.BadParameter(f"--calibrate must be mu3sigma, quantile or none, got {calibrate!r}")
+        held_out = holdout_split(dataset.good_train, holdout, seed)
+        dataset = replace(dataset, train=[s for s in dataset.train if s.path not in set(held_out)])
     support = select_support(dataset, shots, seed)
     batches = ImageBatches(support, size=working_size(detector), batch_size=batch_size)
     detector.fit(batches)
-    detector.save(out_dir)
     report_failures(batches.failed)
-    out.print(f"fitted {method} on {len(batches.loaded)} images; saved to {out_dir}")
+    out.print(f"fitted {method} on {len(batches.loaded)} images")
+    if held_out:
+        calibrate_on(detector, held_out, rule=calibrate, false_alarm_rate=false_alarm_rate,
+                     batch_size=batch_size)
+    detector.save(out_dir)
+    out.print(f"saved to {out_dir}")
+
+
+def holdout_split(good: list[Path], fraction: float, seed: int) -> list[Path]:
+    """A seeded ``fraction`` of the good images (at least 2, at least 1 left to fit on), for calibration: a
+    memory bank scores its own images at zero, so thresholds must come from images it has not seen."""
+    count = max(2, round(fraction * len(good)))
+    if not 0 < fraction < 1 or count >= len(good):
+        raise typer.BadParameter(f"cannot hold out {fraction:g} of {len(good)} good images ({count}) for "
+                                 "calibration and keep some to fit on: use --calibrate none and `lineguard "
+                                 "calibrate` with other good images")
+    return sorted(random.Random(seed).sample(good, count))
+
+
+def calibrate_on(detector: Detector, images: list[Path], *, rule: str, false_alarm_rate: float,
+                 batch_size: int, labels: list[int] | None = None) -> None:
+    """Score ``images`` (held out from fit) and learn the detector's thresholds from them."""
+    batches = ImageBatches(images, size=working_size(detector), batch_size=batch_size)
+    prediction = detector.predict(batches)
+    report_failures(batches.failed)
+    if labels is not None:
+        by_path = dict(zip(images, labels, strict=True))
+        labels = [by_path[p] for p in batches.loaded]
+    detector.calibrate(prediction, rule=rule, false_alarm_rate=false_alarm_rate,
+                       labels=None if labels is None else torch.tensor(labels))
+    describe_thresholds(detector.thresholds)
+
+
+def describe_thresholds(thresholds: Thresholds) -> None:
+    out.print(f"thresholds ({thresholds.calibration}): image {thresholds.image_threshold:.5g} "
+              f"(typical good {thresholds.image_center:.5g}), pixel {thresholds.pixel_threshold:.5g} "
+              f"(typical good {thresholds.pixel_center:.5g}); normalised scores put both at 1.0")
+
+
+@app.command("calibrate")
+def calibrate_command(
+        model_dir: Annotated[Path, typer.Argument(help="Model folder from `lineguard fit`; updated.")],
+        images: Annotated[list[Path] | None, typer.Argument(help="Good images or folders, not fitted on.")
+                          ] = None,
+        data: Annotated[Path | None, typer.Option(help="Labelled dataset: calibrate on its test split.")
+                        ] = None,
+        rule: RuleOpt = "mu3sigma", false_alarm_rate: FalseAlarmOpt = 0.01,
+        threshold: Annotated[float | None, typer.Option(help="Set the image threshold by hand (raw score).")
+                             ] = None,
+        pixel_threshold: Annotated[float | None, typer.Option(help="By hand, with --threshold (default: the "
+                                                                   "same value).")] = None,
+        batch_size: int = 16) -> None:
+    """Learn a model's thresholds from good images (mu3sigma, quantile), a labelled dataset (f1, or the good
+    images of its test split), or set them by hand; they are saved with the model."""
+    detector = load(model_dir)
+    if threshold is not None:
+        detector.set_thresholds(Thresholds(image_threshold=threshold,
+                                           pixel_threshold=pixel_threshold or threshold))
+        describe_thresholds(detector.thresholds)
+    elif data is not None:
+        samples = load_dataset(data).test
+        if any(s.label < 0 for s in samples):
+            raise CalibrationError(f"{data} has unlabelled test images: pass good images instead of --data")
+        calibrate_on(detector, [s.path for s in samples], rule=rule, false_alarm_rate=false_alarm_rate,
+                     batch_size=batch_size, labels=[s.label for s in samples])
+    elif images:
+        calibrate_on(detector, list_images(*images), rule=rule, false_alarm_rate=false_alarm_rate,
+                     batch_size=batch_size)
+    else:
+        raise typer.BadParameter("give good images, --data DATASET or --threshold VALUE")
+    detector.save(model_dir)
+    out.print(f"saved to {model_dir}")
 
 
 @app.command()
@@ -165,6 +257,12 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         detector = load(inputs[0])
         paths = list_images(*inputs[1:])
     store = ResultStore(out_dir)
+    thresholds = detector.thresholds
+    if thresholds is None:
+        console.print("[yellow]the model has no thresholds: results get scores but no decisions "
+                      "(see `lineguard calibrate`)[/yellow]")
+    else:
+        save_thresholds(store.folder, thresholds)
     paths = [p.resolve() for p in paths]
     todo = [p for p in paths if p not in store]
     console.print(f"{len(paths)} images, {len(paths) - len(todo)} already in {store.path}, {len(todo)} to score")
@@ -177,9 +275,11 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         batches = ImageBatches(chunk, size=working_size(detector), batch_size=batch_size)
         prediction = detector.predict(batches)
         failed += batches.failed
-        for path, score, anomaly_map in zip(batches.loaded, prediction.scores, prediction.maps, strict=True):
+        for path, score, anomaly_map, finding in zip(batches.loaded, prediction.scores, prediction.maps,
+                                                     findings(prediction.scores, prediction.maps, thresholds),
+                                                     strict=True):
             if path not in store:
-                store.append({"path": str(path), "score": float(score), "method": detector.name},
+                store.append(result_row(store, path, float(score), detector.name, finding),
                              anomaly_map.numpy())
     report_failures(failed)
     out.print(f"{len(store)} results in {store.path}")
@@ -188,18 +288,22 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         out.print(f"report: {page}")
 
 
+def result_row(store: ResultStore, path: Path, score: float, method: str, finding: Finding | None) -> dict:
+    """One results row; a calibrated model adds the decision, the normalised score, the regions (boxes in the
+    original image's pixels) and a black/white mask PNG of the regions at the original size."""
+    row = {"path": str(path), "score": score, "method": method}
+    if finding is not None:
+        size = image_size(path)
+        name = f"masks/{len(store):06d}.png"
+        (store.folder / "masks").mkdir(exist_ok=True)
+        mask_image(finding.mask, size).save(store.folder / f"{name}.tmp", format="PNG")
+        os.replace(store.folder / f"{name}.tmp", store.folder / name)
+        row |= {**finding.to_dict(size), "mask": name}
+    return row
+
+
 def write_store_report(store: ResultStore, detector: Detector) -> Path:
-    items = []
-    for row in store.rows:
-        anomaly_map = store.load_map(row)
-        image = resize(read_image(row["path"]), anomaly_map.shape)
-        items.append(ReportItem(Path(row["path"]).name, to_uint8(image), anomaly_map, row["score"]))
-    return write_report(store.folder / "report", items, title=f"lineguard {detector.name}: {store.folder}")
-
-
-def to_uint8(image) -> np.ndarray:
-    """(3, H, W) float tensor in [0, 1] -> (H, W, 3) uint8."""
-    return (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return store_report(store, title=f"lineguard {detector.name}: {store.folder}")
 
 
 @app.command()
@@ -227,12 +331,53 @@ def evaluate(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., backbone: 
 
 
 def write_evaluation_report(folder: Path, result: EvaluationResult, title: str) -> Path:
-    size = result.prediction.maps.shape[-1]
-    items = [ReportItem(s.path.name, to_uint8(resize(read_image(s.path), size)), m.numpy(), float(score),
-                        label=s.defect, mask=mask.numpy())
-             for s, m, score, mask in zip(result.samples, result.prediction.maps, result.prediction.scores,
-                                          result.masks, strict=True)]
-    return write_report(folder, items, title=title, metrics=result.metrics)
+    """The report with decisions at the F1-max threshold of the test labels themselves: the best a threshold
+    can do on these images (optimistic; a line calibrates on held-out good images, see `fit`)."""
+    labels = torch.tensor([s.label for s in result.samples])
+    try:
+        thresholds = calibrate_thresholds(result.prediction.scores, result.prediction.maps, rule="f1",
+                                          labels=labels)
+        thresholds = replace(thresholds,
+                             calibration=f"{thresholds.calibration}, on the test labels (optimistic)")
+    except (CalibrationError, MetricError) as exc:
+        console.print(f"[yellow]report without decisions: {exc}[/yellow]")
+        thresholds = None
+    return evaluation_report(folder, result, title=title, thresholds=thresholds)
+
+
+@app.command("report")
+def report_command(
+        results: Annotated[Path, typer.Argument(help="Results folder written by `lineguard predict`.")],
+        data: Annotated[Path | None, typer.Option(help="Dataset whose labels the images have (charts, "
+                                                       "ROC, metrics).")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RESULTS/report).")
+                           ] = None) -> None:
+    """Write the HTML report of a results folder: inputs, overlays, regions, scores, decisions."""
+    if not (results / RESULTS_FILE).is_file():
+        raise FileNotFoundError(f"{results} is not a results folder: {RESULTS_FILE} is missing")
+    labels = {str(s.path.resolve()): s.defect for s in load_dataset(data).test} if data else None
+    page = store_report(ResultStore(results), title=f"lineguard: {results}", labels=labels, folder=out_dir)
+    out.print(f"report: {page}")
+
+
+@app.command("serve")
+def serve_command(
+        model_dir: Annotated[Path, typer.Argument(help="Calibrated model folder.")],
+        host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: all).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        api_key: Annotated[str | None, typer.Option(envvar="LINEGUARD_API_KEY", show_default=False,
+                                                    help="Require this key in the X-API-Key header.")] = None,
+        max_upload_mb: Annotated[float, typer.Option(help="Largest accepted file.")] = 20.0,
+        max_pixels: Annotated[int, typer.Option(help="Largest accepted image, width x height.")] = 40_000_000,
+        max_batch: Annotated[int, typer.Option(help="Most files per /v1/inspect-batch call.")] = 32) -> None:
+    """Serve a model: REST API (/v1/inspect, /v1/inspect-batch, /v1/model, /healthz, /docs) and the web page
+    at /. The model is loaded once."""
+    from lineguard.serve import Limits, serve
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_batch=max_batch)
+    key_note = " (API key required)" if api_key else ""
+    console.print(f"serving {model_dir} on http://{host}:{port}/{key_note}")
+    serve(load(model_dir), host=host, port=port, api_key=api_key, limits=limits)
 
 
 @app.command()

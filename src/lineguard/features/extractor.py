@@ -8,7 +8,7 @@ Letters: B images, D feature dimension, h × w the feature grid.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -29,7 +29,8 @@ class PatchExtractor:
     """(B, 3, H, W) images in [0, 1] -> (B, D, h, w) aggregated patch features."""
 
     def __init__(self, backbone: str, *, levels: Sequence[int] | None, weights: str | Path | None,
-                 device: str, image_size: int, radius: int = 3, reduce_dim: int | None = None):
+                 device: str, image_size: int, radius: int = 3, reduce_dim: int | None = None,
+                 head: Callable[[Tensor], Tensor] | None = None):
         self.backbone_name = backbone
         self.levels = levels
         self.weights = weights
@@ -37,6 +38,7 @@ class PatchExtractor:
         self.image_size = image_size
         self.radius = radius
         self.reduce_dim = reduce_dim
+        self.head = head  # a trained module applied last, (B, D, h, w) -> (B, E, h, w): the Siamese encoder
         self._backbone: Backbone | None = None
 
     @property
@@ -53,9 +55,39 @@ class PatchExtractor:
 
     @torch.inference_mode()
     def __call__(self, images: Tensor) -> Tensor:
-        return patch_features(self.levels_of(images), radius=self.radius, reduce_dim=self.reduce_dim)
+        features = patch_features(self.levels_of(images), radius=self.radius, reduce_dim=self.reduce_dim)
+        return features if self.head is None else self.head(features)
 
     def iterate(self, batches, description: str = "features") -> Iterator[Tensor]:
         """Apply to every batch of an iterable, with a progress bar."""
         for batch in track(batches, description):
             yield self(batch)
+
+
+class BackboneFeatures:
+    """Mixin for detectors whose parameters include ``backbone, levels, weights, device, image_size, radius``:
+    their :class:`PatchExtractor`, built on first use so constructing or reloading a detector stays cheap."""
+
+    backbone: str
+    levels: Sequence[int] | None
+    weights: str | None
+    device: str
+    image_size: int
+    radius: int
+
+    def feature_levels(self) -> Sequence[int] | None:
+        """The levels to extract: the ``levels`` parameter (None: the backbone's defaults). A method whose
+        paper takes other levels by default resolves ``None`` to those here."""
+        return self.levels
+
+    def feature_head(self) -> Callable[[Tensor], Tensor] | None:
+        """A trained module the patch features pass through last (e.g. the Siamese encoder); none here."""
+        return None
+
+    @property
+    def extractor(self) -> PatchExtractor:
+        if getattr(self, "_extractor", None) is None:
+            self._extractor = PatchExtractor(self.backbone, levels=self.feature_levels(), weights=self.weights,
+                                             device=self.device, image_size=self.image_size, radius=self.radius,
+                                             head=self.feature_head())
+        return self._extractor

@@ -3,7 +3,14 @@
 Letters: Q queries, M bank size, D dimension, K neighbours. Distances are Euclidean (not squared).
 
 The torch backend is exact and chunked (memory O(chunk × M)), needs nothing beyond torch and is the
-reference; faiss is faster on large banks (flat = exact; IVF = approximate, for banks of millions).
+reference; faiss is faster on large banks (flat = exact; IVF = approximate).
+
+Why ``auto`` turns to IVF from 16,384 rows: on a CPU an exact search of every patch of an image against
+such a bank costs more than the backbone's forward pass (PatchCore on MVTec bottle, Lite0, 256 px: 21,401
+bank rows, 1,024 patches per image: flat search 2–4× the backbone). Probing 8 of about 4 √M lists
+makes it roughly 14× cheaper; on that bank 0.3 % of the nearest distances come out more than 1 % too large
+and image AUROC, pixel AUROC and AUPRO agree with the exact search to three decimals. Pass
+``backend="faiss"`` (or "torch") for exact results.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import torch
 from torch import Tensor
 
 Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
-_IVF_MIN_BANK = 200_000  # below this a flat index is fast enough and exact
+_IVF_MIN_BANK = 16_384  # below this a flat index is fast enough and exact
+_IVF_MIN_PER_LIST = 39  # faiss wants this many training rows per list, or it warns
 
 
 def pairwise_sq_distances(queries: Tensor, bank: Tensor, bank_sq_norms: Tensor | None = None) -> Tensor:
@@ -30,11 +38,11 @@ class NearestNeighbours:
     """Index over a fixed bank; ``search`` returns the K nearest bank rows of each query.
 
     ``backend="auto"`` picks faiss flat when faiss is importable and the bank is on the CPU, the torch search
-    otherwise, and an IVF index for banks of at least 200,000 rows.
+    otherwise, and an IVF index for banks of at least 16,384 rows (see the module docstring).
     """
 
     def __init__(self, bank: Tensor, *, backend: Backend = "auto", chunk_size: int = 4096,
-                 ivf_lists: int | None = None, ivf_probe: int = 16):
+                 ivf_lists: int | None = None, ivf_probe: int = 8):
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"memory bank must be a non-empty (M, D) matrix, got shape {tuple(bank.shape)}")
         self.bank = bank.float().contiguous()
@@ -62,7 +70,7 @@ class NearestNeighbours:
         if self.backend == "faiss":
             index = faiss.IndexFlatL2(dim)
         else:
-            lists = ivf_lists or max(1, int(4 * np.sqrt(len(data))))
+            lists = ivf_lists or max(1, min(int(4 * np.sqrt(len(data))), len(data) // _IVF_MIN_PER_LIST))
             index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
             index.train(data)
             index.nprobe = ivf_probe

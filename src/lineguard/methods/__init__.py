@@ -1,6 +1,11 @@
 """Every detector, registered by name. Importing this package fills the registry."""
 
 from lineguard.methods import knn  # noqa: F401  (registers "knn")
+from lineguard.methods import dfr  # noqa: F401  (registers "dfr")
+from lineguard.methods import cse  # noqa: F401  (registers "cse")
+from lineguard.methods import patchcore  # noqa: F401  (registers "patchcore")
+from lineguard.methods import padim  # noqa: F401  (registers "padim")
+from lineguard.methods import spade  # noqa: F401  (registers "spade")
 from lineguard.methods.base import (Detector, NotFittedError, Prediction, available_methods, create, load,
                                     method_class, register)
 

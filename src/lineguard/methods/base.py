@@ -2,8 +2,9 @@
 
 A detector is built from explicit keyword parameters (stored unchanged, checked at ``fit``), learns state in
 attributes ending in ``_`` and does no I/O: it takes image tensors and returns a :class:`Prediction`.
-Saving is generic: tensors of the learned state go to ``state.safetensors``, everything else to
-``config.json`` — no pickles, so a model folder from anyone is safe to load.
+Saving is generic: tensors of the learned state (and dicts of tensors, such as a trained network's
+``state_dict``) go to ``state.safetensors``, everything else to ``config.json`` — no pickles, so a model
+folder from anyone is safe to load.
 
 Letters: N images, H × W image size.
 """
@@ -14,12 +15,15 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from lineguard.scoring.threshold import Thresholds
+from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 
 FORMAT_VERSION = 1
 ImageInput = Tensor | Iterable[Tensor]  # (N, 3, H, W) floats in [0, 1], or an iterable of such batches
@@ -40,6 +44,14 @@ class Prediction:
 
 class NotFittedError(RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
+
+
+class NotCalibratedError(RuntimeError):
+    """Decisions were asked of a detector that has no thresholds yet."""
+
+
+#: Learned state written by :meth:`Detector.calibrate`: saved with the model, but not what makes it fitted.
+THRESHOLD_STATE = tuple(f"{field.name}_" for field in fields(Thresholds))
 
 
 class Detector(ABC):
@@ -74,11 +86,42 @@ class Detector(ABC):
 
     @property
     def is_fitted(self) -> bool:
-        return bool(self.learned_attributes()) or not self.uses_normal_images
+        fitted = set(self.learned_attributes()) - set(THRESHOLD_STATE)
+        return bool(fitted) or not self.uses_normal_images
 
     def check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(normal_images) first")
+
+    # -- thresholds ---------------------------------------------------------------------------------------
+    @property
+    def thresholds(self) -> Thresholds | None:
+        """The image and pixel thresholds learned by :meth:`calibrate` (or set by hand), None before."""
+        if not hasattr(self, THRESHOLD_STATE[0]):
+            return None
+        return Thresholds(**{name[:-1]: getattr(self, name) for name in THRESHOLD_STATE})
+
+    def set_thresholds(self, thresholds: Thresholds) -> Self:
+        for name in THRESHOLD_STATE:
+            setattr(self, name, getattr(thresholds, name[:-1]))
+        return self
+
+    def calibrate(self, prediction: Prediction, *, rule: str = "mu3sigma", false_alarm_rate: float = 0.01,
+                  labels: Tensor | None = None) -> Self:
+        """Learn thresholds from the prediction on held-out images (good ones; labelled ones for ``f1``);
+        see :mod:`lineguard.scoring.threshold` for the rules. Never calibrate on the images given to ``fit``,
+        and calibrate again after fitting again: ``fit`` leaves old thresholds in place."""
+        return self.set_thresholds(calibrate_thresholds(prediction.scores, prediction.maps, rule=rule,
+                                                        false_alarm_rate=false_alarm_rate, labels=labels))
+
+    def normalize(self, prediction: Prediction) -> Prediction:
+        """Scores and maps on the normalised scale: a typical good part 0, the threshold 1.0, for every method."""
+        thresholds = self.thresholds
+        if thresholds is None:
+            raise NotCalibratedError(f"this {type(self).__name__} has no thresholds: calibrate it first "
+                                     "(`lineguard calibrate MODEL_DIR ...`)")
+        return Prediction(thresholds.normalize_scores(prediction.scores),
+                          thresholds.normalize_maps(prediction.maps))
 
     def save(self, folder: str | Path) -> Path:
         """Write ``config.json`` (method, parameters, non-tensor state) and ``state.safetensors``."""
@@ -86,8 +129,8 @@ class Detector(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         learned = self.learned_attributes()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in learned.items() if isinstance(v, Tensor)}
-        others = {k: v for k, v in learned.items() if not isinstance(v, Tensor)}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in flatten_tensors(learned).items()}
+        others = {k: v for k, v in learned.items() if not (isinstance(v, Tensor) or is_tensor_dict(v))}
         save_file(tensors, str(folder / "state.safetensors"))
         config = {"format_version": FORMAT_VERSION, "method": self.name, "params": self.get_params(),
                   "state": others}
@@ -95,8 +138,34 @@ class Detector(ABC):
         return folder
 
     def _restore(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
-        for key, value in {**tensors, **state}.items():
+        for key, value in {**unflatten_tensors(tensors), **state}.items():
             setattr(self, key, value)
+
+
+def is_tensor_dict(value: Any) -> bool:
+    """A trained network's ``state_dict`` kept as learned state, e.g. ``network_ = {"0.weight": …}``."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, Tensor) for v in value.values())
+
+
+def flatten_tensors(learned: dict[str, Any]) -> dict[str, Tensor]:
+    """Tensor attributes as they are, tensor dicts as ``"<attribute>.<key>"`` (attribute names have no dot)."""
+    flat = {k: v for k, v in learned.items() if isinstance(v, Tensor)}
+    for name, value in learned.items():
+        if is_tensor_dict(value):
+            flat.update({f"{name}.{key}": tensor for key, tensor in value.items()})
+    return flat
+
+
+def unflatten_tensors(flat: dict[str, Tensor]) -> dict[str, Tensor | dict[str, Tensor]]:
+    """Inverse of :func:`flatten_tensors`."""
+    learned: dict[str, Tensor | dict[str, Tensor]] = {}
+    for key, tensor in flat.items():
+        name, dot, inner = key.partition(".")
+        if dot:
+            learned.setdefault(name, {})[inner] = tensor  # type: ignore[index]
+        else:
+            learned[key] = tensor
+    return learned
 
 
 _REGISTRY: dict[str, type[Detector]] = {}

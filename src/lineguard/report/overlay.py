@@ -1,13 +1,20 @@
 """Heatmap overlays and defect contours for people to look at.
 
 Maps are shown on one scale for a whole run (``low``/``high``), so a hot image really is hotter than a cool
-one; per-image min-max scaling would paint every good image red somewhere.
+one; per-image min-max scaling would paint every good image red somewhere. Normalised maps of a calibrated
+detector use the fixed :data:`NORMALIZED_RANGE`, where the threshold (1.0) sits in the middle.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
+
+#: Colour scale of normalised maps (threshold 1.0): fixed, so one image can be shown without a run around it.
+NORMALIZED_RANGE = (0.0, 2.0)
+REGION_COLOUR = (255, 255, 255)  # the detected defect region's outline
+TRUTH_COLOUR = (255, 0, 255)  # the ground-truth outline, where known
 
 # A perceptually ordered dark-blue → cyan → yellow → red ramp ("turbo"-like), as (position, RGB) stops.
 _STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -29,12 +36,30 @@ def overlay(image: np.ndarray, values: np.ndarray, low: float, high: float, alph
     return (image.astype(np.float32) * (1 - weight) + heat * weight).round().astype(np.uint8)
 
 
-def draw_contour(image: np.ndarray, region: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+def draw_contour(image: np.ndarray, region: np.ndarray, colour: tuple[int, int, int] = REGION_COLOUR
+                 ) -> np.ndarray:
     """Outline a boolean (H, W) region on a copy of the image (2 px wide boundary)."""
     boundary = region & ~ndimage.binary_erosion(region, iterations=2)
     out = image.copy()
     out[boundary] = colour
     return out
+
+
+def annotate(image: np.ndarray, values: np.ndarray, low: float, high: float, *,
+             region: np.ndarray | None = None, truth: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 image + (H, W) map -> heatmap overlay, the detected region outlined in white and the
+    ground truth (where known) in magenta."""
+    out = overlay(image, values, low, high)
+    for mask, colour in ((truth, TRUTH_COLOUR), (region, REGION_COLOUR)):
+        if mask is not None and mask.any():
+            out = draw_contour(out, mask, colour)
+    return out
+
+
+def mask_image(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """(h, w) bool -> black/white 8-bit image of (H, W) ``size`` (nearest neighbour: no grey edges)."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+    return image if image.size == (size[1], size[0]) else image.resize((size[1], size[0]), Image.NEAREST)
 
 
 def display_range(maps: list[np.ndarray]) -> tuple[float, float]:

@@ -1,11 +1,17 @@
 """Image scores from patch scores.
 
-Letters: B images, N patches per image.
+Letters: B images, N patches per image, D feature dimension, M memory-bank size, b re-weighting neighbours.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lineguard.memory.knn import NearestNeighbours
 
 
 def max_score(patch_scores: Tensor) -> Tensor:
@@ -18,3 +24,36 @@ def top_k_mean(patch_scores: Tensor, k: int) -> Tensor:
     noisy patch while still driven by the defect when it covers at least k patches."""
     flat = patch_scores.flatten(1)
     return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(dim=1)
+
+
+def reweight(star_distances: Tensor, neighbour_distances: Tensor) -> Tensor:
+    """PatchCore's image score (eq. 7): the largest patch distance s* = ‖m_test* − m*‖, scaled down when its
+    nearest bank patch m* sits in a dense part of the bank, where a distance of s* is less surprising.
+
+    (B,), (B, b) -> (B,). ``neighbour_distances`` are ‖m_test* − m‖ for the b nearest bank neighbours
+    N_b(m*) of m*, m* itself included; w = 1 − exp(s*) / Σ_m exp(‖m_test* − m‖) is formed as a softmax
+    (via logsumexp), so large distances cannot overflow.
+    """
+    if neighbour_distances.ndim != 2 or neighbour_distances.shape[0] != star_distances.shape[0]:
+        raise ValueError(f"neighbour distances must be (B, b) for B = {star_distances.shape[0]} scores, "
+                         f"got {tuple(neighbour_distances.shape)}")
+    weights = 1 - torch.exp(star_distances - torch.logsumexp(neighbour_distances, dim=1))
+    return weights * star_distances
+
+
+def reweighted_max(queries: Tensor, patch_scores: Tensor, nearest: Tensor, bank: Tensor,
+                   index: NearestNeighbours, b: int) -> Tensor:
+    """PatchCore's image score of a batch: its top patch's distance to the bank, :func:`reweight`-ed.
+
+    (B, N, D) query patches, (B, N) their scores, (B, N) index of each one's nearest bank row, (M, D) bank and
+    an index over it -> (B,). m_test* is the top-scoring patch, m* its nearest bank row, N_b(m*) the b bank
+    rows nearest to m* (m* itself among them). b = 1 gives the plain maximum (the formula would give 0).
+    """
+    if b == 1:
+        return max_score(patch_scores)
+    rows = torch.arange(len(queries))
+    top = patch_scores.argmax(dim=1)  # (B,)
+    m_test_star, m_star = queries[rows, top], bank[nearest[rows, top]]  # (B, D) each
+    _, neighbours = index.search(m_star, k=b)  # (B, b)
+    neighbour_distances = (m_test_star[:, None] - bank[neighbours]).norm(dim=-1)  # (B, b)
+    return reweight((m_test_star - m_star).norm(dim=-1), neighbour_distances)

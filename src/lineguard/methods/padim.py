@@ -1,0 +1,134 @@
+"""PaDiM (Defard et al., ICPR 2021): one Gaussian per feature-grid position, scored by Mahalanobis distance.
+
+Normal parts are aligned, so the features at one grid position vary little across normal images. PaDiM
+fits a multivariate Gaussian to them, per position, over a random subset of the channels of three levels
+(strides 4, 8 and 16: ResNet's layer1–3), and a patch scores its Mahalanobis distance to its position's
+Gaussian. The covariances are Ledoit–Wolf estimates (shrunk toward a scaled identity by the amount the
+data supports) plus ``eps`` · I, so they stay invertible and sensible with a handful of images; the
+precision matrices are stored, so scoring is one batched matrix product.
+
+Letters: N images, B a batch, C channels extracted, d channels kept, h × w the grid, P = h · w positions.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import ClassVar, Self
+
+import torch
+from torch import Tensor
+
+from lineguard.backbones import backbone_levels
+from lineguard.features.extractor import BackboneFeatures
+from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.scoring.image import max_score
+from lineguard.scoring.maps import anomaly_maps
+
+PADIM_STRIDES = (4, 8, 16)
+_POSITIONS_AT_ONCE = 256  # positions whose covariances are estimated together: bounds the float64 temporaries
+
+
+def padim_levels(backbone: str) -> tuple[int, ...] | None:
+    """Indices of ``backbone``'s stride-4, 8 and 16 levels; None (its defaults) when it lacks them (ViTs)."""
+    chosen = tuple(i for i, level in enumerate(backbone_levels(backbone)) if level.stride in PADIM_STRIDES)
+    return chosen if len(chosen) == len(PADIM_STRIDES) else None
+
+
+def ledoit_wolf(x: Tensor) -> Tensor:
+    """Ledoit–Wolf shrunk covariances of many small samples at once: (G, n, d) -> (G, d, d).
+
+    Σ = (1 − α) S + α μ I, with S the maximum-likelihood covariance, μ = tr(S) / d, and the shrinkage
+    α = min(β², δ²) / δ², δ² = ‖S − μ I‖²_F / d, β² = Σ_k ‖x_k x_kᵀ − S‖²_F / (n² d) (as scikit-learn's
+    ``ledoit_wolf``). With one sample S = 0 and so Σ = 0: callers add a floor.
+    """
+    n, d = x.shape[1], x.shape[2]
+    centred = x - x.mean(dim=1, keepdim=True)
+    s = centred.transpose(1, 2) @ centred / n  # (G, d, d)
+    mu = s.diagonal(dim1=1, dim2=2).sum(dim=1) / d  # (G,)
+    s_norm2 = s.pow(2).sum(dim=(1, 2))
+    delta2 = (s_norm2 - d * mu ** 2) / d
+    beta2 = (centred.pow(2).sum(dim=2).pow(2).sum(dim=1) - n * s_norm2) / (n * n * d)
+    alpha = torch.where(delta2 > 0, torch.minimum(beta2, delta2) / delta2, torch.zeros_like(delta2))
+    identity = torch.eye(d, dtype=x.dtype, device=x.device)
+    return (1 - alpha)[:, None, None] * s + (alpha * mu)[:, None, None] * identity
+
+
+def mahalanobis(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
+    """(B, d, P) features, (P, d) means, (P, d, d) precisions -> (B, P) distances √((x − μ)ᵀ Σ⁻¹ (x − μ))."""
+    diff = features.permute(2, 0, 1) - mean[:, None]  # (P, B, d)
+    squared = ((diff @ precision) * diff).sum(dim=-1)  # (P, B)
+    return squared.clamp_min_(0).sqrt_().T
+
+
+@register
+class PaDiM(BackboneFeatures, Detector):
+    name = "padim"
+    radius: ClassVar[int] = 1  # each position keeps its own feature: no neighbourhood averaging
+
+    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 n_features: int | None = 100, eps: float = 0.01, sigma: float = 4.0, seed: int = 0,
+                 weights: str | None = None, device: str = "cpu", batch_size: int = 16):
+        self.backbone = backbone
+        self.levels = levels
+        self.image_size = image_size
+        self.n_features = n_features
+        self.eps = eps
+        self.sigma = sigma
+        self.seed = seed
+        self.weights = weights
+        self.device = device
+        self.batch_size = batch_size
+
+    def feature_levels(self) -> tuple[int, ...] | list[int] | None:
+        """``levels``, or by default the stride-4, 8 and 16 levels PaDiM uses."""
+        return self.levels if self.levels is not None else padim_levels(self.backbone)
+
+    def fit(self, images: ImageInput) -> Self:
+        if self.n_features is not None and self.n_features < 1:
+            raise ValueError(f"n_features must be a positive channel count or None (all), "
+                             f"got {self.n_features}")
+        if self.eps < 0:
+            raise ValueError(f"eps must be non-negative, got {self.eps}")
+        batches = self.extractor.iterate(as_batches(images, self.batch_size), "padim: normal features")
+        first = next(batches, None)  # (B, C, h, w)
+        if first is None:
+            raise ValueError("fit needs at least one normal image")
+        self.channels_ = self._choose_channels(first.shape[1])  # (d,)
+        feats = [f.flatten(2)[:, self.channels_] for f in chain([first], batches)]  # [(B, d, P)]
+        n_positions, d = feats[0].shape[2], len(self.channels_)
+        self.mean_ = torch.empty(n_positions, d)
+        self.precision_ = torch.empty(n_positions, d, d)
+        identity = torch.eye(d, dtype=torch.float64)
+        for start in range(0, n_positions, _POSITIONS_AT_ONCE):
+            stop = min(start + _POSITIONS_AT_ONCE, n_positions)
+            x = torch.cat([f[:, :, start:stop] for f in feats]).permute(2, 0, 1).double()  # (G, N, d)
+            covariance = ledoit_wolf(x) + self.eps * identity
+            self.mean_[start:stop] = x.mean(dim=1)
+            # Σ⁻¹ = L⁻ᵀ L⁻¹ from the Cholesky factor: a triangular solve, several times faster on CPU than
+            # torch.cholesky_inverse or a batched LU inverse
+            factor_inverse = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance),
+                                                           identity.expand_as(covariance), upper=False)
+            self.precision_[start:stop] = factor_inverse.mT @ factor_inverse
+        return self
+
+    def _choose_channels(self, available: int) -> Tensor:
+        """A seeded random subset of ``n_features`` channel indices (all of them for None), sorted."""
+        if self.n_features is None:
+            return torch.arange(available)
+        if self.n_features > available:
+            raise ValueError(f"n_features={self.n_features} but {self.backbone} levels "
+                             f"{self.feature_levels()} give only {available} channels")
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(available, generator=generator)[:self.n_features].sort().values
+
+    def predict(self, images: ImageInput) -> Prediction:
+        self.check_fitted()
+        scores, maps = [], []
+        size = (self.image_size, self.image_size)
+        for feats in self.extractor.iterate(as_batches(images, self.batch_size), "padim: scoring"):
+            n, _, h, w = feats.shape
+            kept = feats.flatten(2)[:, self.channels_]  # (B, d, P)
+            distances = mahalanobis(kept, self.mean_, self.precision_)  # (B, P)
+            maps.append(anomaly_maps(distances.view(n, h, w), size, self.sigma))
+            scores.append(max_score(maps[-1]))
+        return Prediction(torch.cat(scores), torch.cat(maps))
