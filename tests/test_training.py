@@ -204,7 +204,7 @@ def _encoder(checkpoint_dir, resume):
     from lineguard.methods.siamese import EncoderConfig, train_encoder
 
     categories = [torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    config = EncoderConfig(image_size=64, hidden=8, dim=4, predictor_hidden=2)
+    config = EncoderConfig(image_size=64, hidden=8, predictor_hidden=2)
     return train_encoder(categories, config, epochs=3, batch_size=2, checkpoint_dir=checkpoint_dir,
                          resume=resume).state_dict()
 

@@ -23,6 +23,9 @@ COLUMNS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": 
            "fit_seconds": "fit s", "images_per_second": "images/s", "peak_rss_mb": "peak RSS MB"}
 
 
+ACCURACY = ("image_auroc", "pixel_auroc", "aupro")
+
+
 @dataclass(frozen=True)
 class Run:
     data: str
@@ -88,18 +91,24 @@ def run_all(runs: list[Run], folder: Path, *, runner: Callable[[list[str]], int]
     return [done[r.key] for r in runs if r.key in done]
 
 
-def write_table(rows: list[dict[str, Any]], path: Path) -> str:
-    """Markdown table, one line per configuration, metrics averaged over seeds."""
+def _cell(values: list[float], *, spread: bool) -> str:
+    """Mean of the seeds; for an accuracy, ± their standard deviation when there are several."""
+    mean = f"{statistics.fmean(values):.3f}"
+    return f"{mean} ± {statistics.stdev(values):.3f}" if spread and len(values) > 1 else mean
+
+
+def write_table(rows: list[dict[str, Any]], path: Path, columns: dict[str, str] = COLUMNS) -> str:
+    """Markdown table, one line per configuration, metrics averaged over seeds (accuracies ± their std)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         run = json.loads(row["run"])
         config = (Path(run["data"]).name, run["method"], run["backbone"] or "–",
                   "all" if run["shots"] is None else str(run["shots"]), " ".join(run["params"]))
         groups.setdefault(config, []).append(row)
-    header = ["dataset", "method", "backbone", "shots", "params", "seeds", *COLUMNS.values()]
+    header = ["dataset", "method", "backbone", "shots", "params", "seeds", *columns.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for config, members in groups.items():
-        cells = [f"{statistics.fmean(m[k] for m in members):.3f}" if k in members[0] else "–" for k in COLUMNS]
+        cells = [_cell([m[k] for m in members], spread=k in ACCURACY) if k in members[0] else "–" for k in columns]
         lines.append("| " + " | ".join([*config, str(len(members)), *cells]) + " |")
     table = "\n".join(lines) + "\n"
     path.write_text(table)

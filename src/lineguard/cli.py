@@ -417,6 +417,97 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Where data and rep
     out.print(f"report: {page.resolve()}")
 
 
+@app.command()
+def watch(folder: Annotated[Path, typer.Argument(help="Folder the line's images arrive in.")],
+          out_dir: Annotated[Path, typer.Option("--out", help="Results folder, appended image by image.")],
+          backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
+          device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None,
+          max_images: Annotated[int | None, typer.Option(help="Stop after scoring this many images.")] = None,
+          idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds with no new "
+                                                                  "image.")] = None,
+          poll: Annotated[float, typer.Option(help="Seconds between looks at the folder.")] = 0.5) -> None:
+    """Score images as they arrive in FOLDER against a rolling reference of recent ones (no training data);
+    the threshold adapts to the recent scores. Stops on Ctrl-C, --max-images or --idle-timeout."""
+    import math
+    from collections import Counter
+
+    from lineguard.io.images import ImageError, read_image, resize
+    from lineguard.io.watch import FolderWatcher
+    from lineguard.monitor import LineMonitor
+
+    common = {"backbone": backbone or DEFAULT_BACKBONE, "image_size": image_size,
+              "weights": str(weights) if weights else None, "device": device, "seed": seed}
+    values = {key: value for key, value in common.items() if value is not None}
+    values.update(parse_param(p) for p in param or [])
+    accepted = LineMonitor.__init__.__code__.co_varnames[1:LineMonitor.__init__.__code__.co_argcount]
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise typer.BadParameter(f"the monitor has no parameter(s) {', '.join(unknown)}; "
+                                 f"its parameters are: {', '.join(accepted)}")
+    monitor = LineMonitor(**values)
+    store = ResultStore(out_dir)
+    watcher = FolderWatcher(folder, poll_seconds=poll)
+    attempts: Counter[Path] = Counter()
+    scored = 0
+    console.print(f"watching {folder} (Ctrl-C to stop); results in {store.path}")
+    try:
+        for path in watcher.follow(idle_timeout=idle_timeout):
+            if path.resolve() in store:
+                continue
+            try:
+                image = resize(read_image(path), monitor.image_size)
+            except ImageError as exc:
+                attempts[path] += 1
+                if attempts[path] < 3:  # complete in size but not decodable yet: offered again once it changes
+                    watcher.forget(path)
+                else:
+                    console.print(f"[yellow]skipped[/yellow] {path}: {exc.reason}")
+                continue
+            decision = monitor.score(image)
+            finite = {key: (None if math.isnan(value) else value)
+                      for key, value in (("score", decision.score), ("threshold", decision.threshold))}
+            store.append({"path": str(path.resolve()), **finite, "anomalous": decision.anomalous,
+                          "method": "monitor"}, decision.map.numpy())
+            verdict = {None: "warming up", True: "[red]ANOMALOUS[/red]", False: "ok"}[decision.anomalous]
+            out.print(f"{decision.index:6d}  {path.name}  score {decision.score:.4f}  {verdict}")
+            scored += 1
+            if max_images is not None and scored >= max_images:
+                break
+    except KeyboardInterrupt:
+        console.print("stopped")
+    out.print(f"{scored} images scored; {len(store)} results in {store.path}")
+
+
+@app.command("train-encoder")
+def train_encoder_command(
+        data: Annotated[list[Path], typer.Option(help="Dataset folder of one category (repeat for several).")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Encoder folder to write (then: fewshot "
+                                                            "--param encoder=FOLDER).")],
+        backbone: BackboneOpt = None, image_size: Annotated[int, typer.Option(help="Working resolution.")] = 256,
+        weights: WeightsOpt = None, epochs: int = 10, lr: float = 0.05, batch_size: int = 16, seed: SeedOpt = 0,
+        device: Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present).")] = "auto",
+        resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT/checkpoint.")] = False,
+        shots: ShotsOpt = None) -> None:
+    """Train the Siamese category-agnostic encoder on the good images of several categories (checkpointed
+    every epoch in OUT/checkpoint), for few-shot detection on categories it has not seen."""
+    from lineguard.evaluation import select_support
+    from lineguard.io.images import load_batch
+    from lineguard.methods.siamese import EncoderConfig, save_encoder, train_encoder
+
+    config = EncoderConfig(backbone=backbone or DEFAULT_BACKBONE, image_size=image_size,
+                           weights=str(weights) if weights else None)
+    categories = []
+    for folder in data:
+        images, loaded, failed = load_batch(select_support(load_dataset(folder), shots, seed), size=image_size)
+        report_failures(failed)
+        console.print(f"{folder}: {len(loaded)} good images")
+        categories.append(images)
+    encoder = train_encoder(categories, config, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                            checkpoint_dir=out_dir / "checkpoint", resume=resume, device=device)
+    save_encoder(encoder, out_dir)
+    out.print(f"encoder trained on {len(data)} categories; saved to {out_dir}")
+
+
 def main() -> None:
     """Console entry point: user mistakes print one clear line and exit 2, without a traceback."""
     try:

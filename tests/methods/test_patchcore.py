@@ -60,7 +60,7 @@ def test_reweighted_scores_lie_within_one_b_th_below_the_plain_maximum(fitted, p
     plain.memory_bank_ = detector.memory_bank_
     maximum = plain.predict(parts[1]).scores
     assert torch.all(result.scores >= (1 - 1 / 9) * maximum)
-    assert torch.all(result.scores <= maximum * (1 + 1e-5))  # s* is recomputed: float rounding
+    assert torch.all(result.scores <= maximum * (1 + 1e-4))  # s* is recomputed exactly, the search is not
 
 
 def test_exact_backends_agree(fitted, parts):

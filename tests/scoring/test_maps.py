@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lineguard.scoring.image import max_score, top_k_mean
-from lineguard.scoring.maps import anomaly_maps, gaussian_blur, gaussian_kernel1d
+from lineguard.scoring.maps import anomaly_maps, gaussian_blur, gaussian_kernel1d, upsample
 
 
 def test_kernel_sums_to_one_with_4_sigma_radius():
@@ -27,6 +27,14 @@ def test_anomaly_map_peak_follows_the_hot_patch():
     maps = anomaly_maps(grid, (64, 64))
     y, x = divmod(maps[0].argmax().item(), 64)
     assert 16 <= y < 24 and 40 <= x < 48  # inside patch (2, 5) of an 8-pixel grid
+
+
+@pytest.mark.parametrize(("grid", "size", "sigma"), [((8, 8), (64, 64), 4.0), ((32, 16), (256, 128), 4.0),
+                                                     ((5, 7), (40, 56), 0.0), ((4, 4), (12, 12), 4.0)])
+def test_anomaly_maps_equal_upsampling_then_blurring(grid, size, sigma):
+    scores = torch.rand(3, *grid, generator=torch.Generator().manual_seed(0))
+    expected = gaussian_blur(upsample(scores, size), sigma)  # the two steps, pixel by pixel
+    assert torch.allclose(anomaly_maps(scores, size, sigma), expected, atol=1e-5)
 
 
 def test_image_scores():

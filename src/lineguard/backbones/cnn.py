@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +36,7 @@ from lineguard.backbones.weights import (
 @cache
 def timm_feature_levels(timm_name: str) -> tuple[Level, ...]:
     """Every level of a timm features network, from its `feature_info` (built on meta: no memory, no init)."""
+    import timm
     with torch.device("meta"):
         info = timm.create_model(timm_name, features_only=True).feature_info
     columns = zip(info.module_name(), info.channels(), info.reduction(), strict=True)
@@ -83,6 +83,7 @@ class TimmCnn:
         return tuple(i for i, level in enumerate(self.all_levels()) if level.stride in (8, 16))
 
     def build(self, *, name: str, levels: tuple[int, ...], weights: str | Path | None) -> TimmFeatures:
+        import timm
         sources = timm_weight_sources(self.timm_name, adapt=self.adapt, bundled=self.bundled)
         loaded = resolve_weights(name, weights, sources)
         make_features = partial(timm.create_model, self.timm_name, features_only=True, feature_cls="getter",

@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-import open_clip
-import timm
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from lineguard.backbones.registry import Backbone, Level, register_backbone
@@ -58,6 +55,7 @@ class TimmVitTokens(TokenGrids):
 
 @cache
 def _timm_vit_levels(timm_name: str) -> tuple[Level, ...]:
+    import timm
     with torch.device("meta"):
         info = timm.create_model(timm_name).feature_info
     return tuple(Level(f["module"], f["num_chs"], f["reduction"]) for f in info)
@@ -76,6 +74,7 @@ class TimmVit:
         return evenly_spaced(len(self.all_levels()))
 
     def build(self, *, name: str, levels: tuple[int, ...], weights: str | Path | None) -> TimmVitTokens:
+        import timm
         loaded = resolve_weights(name, weights, timm_weight_sources(self.timm_name))
         model = materialize(partial(timm.create_model, self.timm_name, dynamic_img_size=True), loaded)
         model.prune_intermediate_layers(list(levels), prune_norm=False, prune_head=True)  # drop later blocks
@@ -109,6 +108,7 @@ class ClipTokens(TokenGrids):
     """open_clip's image tower run block by block, with the positional embedding resampled to the grid."""
 
     def extract(self, images: Tensor) -> list[Tensor]:
+        from timm.layers import resample_abs_pos_embed
         visual = self.model
         batch, _, height, width = images.shape
         patch = visual.patch_size[0]
@@ -138,9 +138,11 @@ class OpenClipVit:
     pretrained: str  # open_clip's pretrained tag
 
     def _pretrained_config(self) -> Mapping:
+        import open_clip
         return open_clip.get_pretrained_cfg(self.arch, self.pretrained)
 
     def _make(self) -> nn.Module:
+        import open_clip
         config = open_clip.get_model_config(self.arch)
         quick_gelu = self._pretrained_config().get("quick_gelu", False)  # the activation it was trained with
         # what open_clip.create_model builds for `.visual`, without the text tower
@@ -148,6 +150,7 @@ class OpenClipVit:
                                                    quick_gelu=quick_gelu)
 
     def all_levels(self) -> tuple[Level, ...]:
+        import open_clip
         vision = open_clip.CLIPVisionCfg(**open_clip.get_model_config(self.arch)["vision_cfg"])
         return tuple(Level(f"transformer.resblocks.{i}", vision.width, vision.patch_size)
                      for i in range(vision.layers))
@@ -157,6 +160,7 @@ class OpenClipVit:
 
     def _sources(self) -> WeightSources:
         def download() -> StateDict:
+            import open_clip
             return open_clip.create_model(self.arch, pretrained=self.pretrained).visual.state_dict()
 
         return WeightSources(

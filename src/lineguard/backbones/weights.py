@@ -27,7 +27,6 @@ from itertools import chain
 from pathlib import Path
 
 import huggingface_hub
-import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -228,6 +227,8 @@ def materialize(build: Callable[[], nn.Module], loaded: LoadedWeights | None) ->
 def timm_weight_sources(timm_name: str, *, adapt: Callable[[StateDict, str], StateDict] = as_is,
                         bundled: Callable[[], Path | None] | None = None) -> WeightSources:
     """Sources for a timm model named with its pretrained tag, e.g. "resnet18.tv_in1k"."""
+    import timm
+
     arch = timm_name.split(".")[0]
     return WeightSources(
         layout=f"timm `{arch}` (the full classifier model: `timm.create_model({arch!r}).state_dict()` keys)",
@@ -277,6 +278,8 @@ def efficientnet_lite_adapter(timm_name: str) -> Callable[[StateDict, str], Stat
     def adapt(state_dict: StateDict, origin: str) -> StateDict:
         if "_conv_stem.weight" not in state_dict:
             return state_dict
+        import timm
+
         with torch.device("meta"):
             reference = timm.create_model(timm_name).state_dict()
         return convert_efficientnet_lite(state_dict, reference, origin)

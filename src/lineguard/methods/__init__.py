@@ -1,6 +1,11 @@
 """Every detector, registered by name. Importing this package fills the registry."""
 
 from lineguard.methods import knn  # noqa: F401  (registers "knn")
+from lineguard.methods import mutual  # noqa: F401  (registers "mutual")
+from lineguard.methods import testbatch  # noqa: F401  (registers "testbatch")
+from lineguard.methods import fewshot  # noqa: F401  (registers "fewshot")
+from lineguard.methods import fastrecon  # noqa: F401  (registers "fastrecon")
+from lineguard.methods import autoencoder  # noqa: F401  (registers "autoencoder")
 from lineguard.methods import dfr  # noqa: F401  (registers "dfr")
 from lineguard.methods import cse  # noqa: F401  (registers "cse")
 from lineguard.methods import patchcore  # noqa: F401  (registers "patchcore")
@@ -9,7 +14,7 @@ from lineguard.methods import spade  # noqa: F401  (registers "spade")
 from lineguard.methods.base import (Detector, NotFittedError, Prediction, available_methods, create, load,
                                     method_class, register)
 
-DEFAULT_METHOD = "knn"  # what `lineguard demo` and a bare `evaluate` use
+DEFAULT_METHOD = "patchcore"  # what `lineguard demo` and a bare `evaluate` use
 
 __all__ = ["DEFAULT_METHOD", "Detector", "NotFittedError", "Prediction", "available_methods", "create", "load",
            "method_class", "register"]

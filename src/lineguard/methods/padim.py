@@ -1,37 +1,61 @@
 """PaDiM (Defard et al., ICPR 2021): one Gaussian per feature-grid position, scored by Mahalanobis distance.
 
 Normal parts are aligned, so the features at one grid position vary little across normal images. PaDiM
-fits a multivariate Gaussian to them, per position, over a random subset of the channels of three levels
-(strides 4, 8 and 16: ResNet's layer1–3), and a patch scores its Mahalanobis distance to its position's
-Gaussian. The covariances are Ledoit–Wolf estimates (shrunk toward a scaled identity by the amount the
-data supports) plus ``eps`` · I, so they stay invertible and sensible with a handful of images; the
-precision matrices are stored, so scoring is one batched matrix product.
+stacks three levels (strides 4, 8 and 16: ResNet's layer1–3; deeper levels repeated onto the stride-4 grid
+by nearest neighbour, as the paper does), fits a multivariate Gaussian to the stacked features at every
+position, and a patch scores its Mahalanobis distance to its position's Gaussian. The covariance is the
+sample covariance plus ``eps`` · I, which keeps it invertible with a handful of images (with K images it
+has rank K − 1, and the floor turns the distance outside their span into a scaled Euclidean one);
+Ledoit–Wolf shrinkage toward a scaled identity is an option. The precision matrices are stored (float32),
+so scoring is one batched matrix product.
+
+Measured (Lite0, 256 px): all 176 channels match anomalib's PaDiM (which keeps them all) on bottle and
+Magnetic Tile; a random 100 of them lose 0.003 pixel AUROC and 0.015 AUPRO on bottle, and Ledoit–Wolf
+loses 0.007 / 0.03 in full shot and more with 4 to 8 images, so neither is the default.
 
 Letters: N images, B a batch, C channels extracted, d channels kept, h × w the grid, P = h · w positions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import chain
 from typing import ClassVar, Self
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lineguard.backbones import backbone_levels
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.progress import track
 from lineguard.scoring.image import max_score
 from lineguard.scoring.maps import anomaly_maps
 
 PADIM_STRIDES = (4, 8, 16)
+SHRINKAGE = ("none", "ledoit-wolf")
 _POSITIONS_AT_ONCE = 256  # positions whose covariances are estimated together: bounds the float64 temporaries
+_MAX_PRECISION_BYTES = 4e9  # above this the default "all channels" is a mistake, not a model
 
 
 def padim_levels(backbone: str) -> tuple[int, ...] | None:
     """Indices of ``backbone``'s stride-4, 8 and 16 levels; None (its defaults) when it lacks them (ViTs)."""
     chosen = tuple(i for i, level in enumerate(backbone_levels(backbone)) if level.stride in PADIM_STRIDES)
     return chosen if len(chosen) == len(PADIM_STRIDES) else None
+
+
+def stack_levels(maps: list[Tensor]) -> Tensor:
+    """[(B, C_l, h_l, w_l)] -> (B, Σ C_l, h, w) on the first (finest) level's grid; deeper levels are repeated
+    by nearest neighbour, so every value at a position is one the backbone produced."""
+    grid = tuple(maps[0].shape[-2:])
+    return torch.cat([F.interpolate(m, size=grid, mode="nearest") for m in maps], dim=1)
+
+
+def sample_covariance(x: Tensor) -> Tensor:
+    """Unbiased covariances of many small samples at once: (G, n, d) -> (G, d, d); zero for n = 1."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    return centred.transpose(1, 2) @ centred / max(x.shape[1] - 1, 1)
 
 
 def ledoit_wolf(x: Tensor) -> Tensor:
@@ -63,16 +87,18 @@ def mahalanobis(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
 @register
 class PaDiM(BackboneFeatures, Detector):
     name = "padim"
-    radius: ClassVar[int] = 1  # each position keeps its own feature: no neighbourhood averaging
+    radius: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 n_features: int | None = 100, eps: float = 0.01, sigma: float = 4.0, seed: int = 0,
-                 weights: str | None = None, device: str = "cpu", batch_size: int = 16):
+                 n_features: int | None = None, eps: float = 0.01, shrinkage: str = "none",
+                 sigma: float = 4.0, seed: int = 0, weights: str | None = None, device: str = "cpu",
+                 batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
         self.n_features = n_features
         self.eps = eps
+        self.shrinkage = shrinkage
         self.sigma = sigma
         self.seed = seed
         self.weights = weights
@@ -83,31 +109,43 @@ class PaDiM(BackboneFeatures, Detector):
         """``levels``, or by default the stride-4, 8 and 16 levels PaDiM uses."""
         return self.levels if self.levels is not None else padim_levels(self.backbone)
 
+    def _features(self, images: ImageInput, description: str) -> Iterator[Tensor]:
+        """(B, C, h, w) stacked levels of each batch."""
+        for batch in track(as_batches(images, self.batch_size), description):
+            yield stack_levels(self.extractor.levels_of(batch))
+
     def fit(self, images: ImageInput) -> Self:
         if self.n_features is not None and self.n_features < 1:
             raise ValueError(f"n_features must be a positive channel count or None (all), "
                              f"got {self.n_features}")
         if self.eps < 0:
             raise ValueError(f"eps must be non-negative, got {self.eps}")
-        batches = self.extractor.iterate(as_batches(images, self.batch_size), "padim: normal features")
-        first = next(batches, None)  # (B, C, h, w)
+        if self.shrinkage not in SHRINKAGE:
+            raise ValueError(f"shrinkage must be one of {', '.join(SHRINKAGE)}, got {self.shrinkage!r}")
+        batches = self._features(images, "padim: normal features")
+        first = next(batches, None)
         if first is None:
             raise ValueError("fit needs at least one normal image")
         self.channels_ = self._choose_channels(first.shape[1])  # (d,)
+        n_positions, d = first.shape[2] * first.shape[3], len(self.channels_)
+        if n_positions * d * d * 4 > _MAX_PRECISION_BYTES:
+            raise ValueError(f"PaDiM with {d} channels at {n_positions} positions needs "
+                             f"{n_positions * d * d * 4 / 1e9:.0f} GB of precision matrices: set n_features "
+                             f"(the paper keeps 100 of ResNet-18's 448 channels, 550 of WRN-50's 1792)")
         feats = [f.flatten(2)[:, self.channels_] for f in chain([first], batches)]  # [(B, d, P)]
-        n_positions, d = feats[0].shape[2], len(self.channels_)
         self.mean_ = torch.empty(n_positions, d)
         self.precision_ = torch.empty(n_positions, d, d)
         identity = torch.eye(d, dtype=torch.float64)
+        estimate = ledoit_wolf if self.shrinkage == "ledoit-wolf" else sample_covariance
         for start in range(0, n_positions, _POSITIONS_AT_ONCE):
             stop = min(start + _POSITIONS_AT_ONCE, n_positions)
             x = torch.cat([f[:, :, start:stop] for f in feats]).permute(2, 0, 1).double()  # (G, N, d)
-            covariance = ledoit_wolf(x) + self.eps * identity
-            self.mean_[start:stop] = x.mean(dim=1)
+            covariance = estimate(x) + self.eps * identity
             # Σ⁻¹ = L⁻ᵀ L⁻¹ from the Cholesky factor: a triangular solve, several times faster on CPU than
             # torch.cholesky_inverse or a batched LU inverse
             factor_inverse = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance),
                                                            identity.expand_as(covariance), upper=False)
+            self.mean_[start:stop] = x.mean(dim=1)
             self.precision_[start:stop] = factor_inverse.mT @ factor_inverse
         return self
 
@@ -125,10 +163,10 @@ class PaDiM(BackboneFeatures, Detector):
         self.check_fitted()
         scores, maps = [], []
         size = (self.image_size, self.image_size)
-        for feats in self.extractor.iterate(as_batches(images, self.batch_size), "padim: scoring"):
+        for feats in self._features(images, "padim: scoring"):
             n, _, h, w = feats.shape
             kept = feats.flatten(2)[:, self.channels_]  # (B, d, P)
             distances = mahalanobis(kept, self.mean_, self.precision_)  # (B, P)
             maps.append(anomaly_maps(distances.view(n, h, w), size, self.sigma))
-            scores.append(max_score(maps[-1]))
+            scores.append(max_score(maps[-1]))  # of the smoothed map, as anomalib's PaDiM
         return Prediction(torch.cat(scores), torch.cat(maps))

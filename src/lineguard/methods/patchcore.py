@@ -12,9 +12,11 @@ Letters: B images, D feature dimension, h × w the feature grid, M bank size, b 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Self
 
 import torch
+from torch import Tensor
 
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches, reduce_channels
@@ -62,14 +64,19 @@ class PatchCore(BackboneFeatures, Detector):
         if self.search not in SEARCH_BACKENDS:
             raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
 
-    def _features(self, images: ImageInput, description: str):
+    def _bank_images(self, images: ImageInput) -> Iterable[Tensor]:
+        """The image batches whose patches the bank is built from: here the normal images themselves."""
+        return as_batches(images, self.batch_size)
+
+    def _features(self, batches: Iterable[Tensor], description: str) -> Iterator[Tensor]:
         """(B, D, h, w) patch features of each batch, channel-reduced when ``reduce_dim`` asks for it."""
-        for feats in self.extractor.iterate(as_batches(images, self.batch_size), description):
+        for feats in self.extractor.iterate(batches, description):
             yield reduce_channels(feats, self.reduce_dim) if self.reduce_dim else feats
 
     def fit(self, images: ImageInput) -> Self:
         self._check_params()
-        feats = [flatten_patches(f) for f in self._features(images, "patchcore: normal features")]
+        batches = self._bank_images(images)
+        feats = [flatten_patches(f) for f in self._features(batches, f"{self.name}: normal features")]
         if not feats:
             raise ValueError("fit needs at least one normal image")
         patches = torch.cat(feats)  # -> (N·h·w, D)
@@ -85,7 +92,7 @@ class PatchCore(BackboneFeatures, Detector):
             self._index = NearestNeighbours(self.memory_bank_, backend=self.search)
         scores, maps = [], []
         size = (self.image_size, self.image_size)
-        for feats in self._features(images, "patchcore: scoring"):
+        for feats in self._features(as_batches(images, self.batch_size), f"{self.name}: scoring"):
             n, _, h, w = feats.shape
             queries = flatten_patches(feats)  # (B·h·w, D)
             dist, nearest = self._index.search(queries, k=1)  # (B·h·w, 1) each

@@ -1,10 +1,15 @@
 """SPADE (Cohen & Hoshen, 2020): nearest normal images first, then nearest patches among only those images.
 
 A test image is first compared, as a whole, with every normal image (global average of the deepest level's
-features); its distance to the ``k_images`` nearest ones is its image score. Its patches are then matched
-only against the patches of those nearest images — images of the same kind of part, in the same pose — so a
-patch scores its distance to the closest patch it could plausibly be. All normal patch features are kept
-(no coreset), which is what makes SPADE accurate on aligned parts and expensive on large training sets.
+features). Its patches are then matched only against the patches of its ``k_images`` nearest normal images
+— images of the same kind of part, in the same pose — so a patch scores its distance to the closest patch
+it could plausibly be. All normal patch features are kept (no coreset): accurate on aligned parts, and
+slower than PatchCore on large training sets.
+
+Two choices differ from the paper, both measured (Lite0, 256 px): the image score is the maximum of the
+map, not the mean distance of the global features to the K nearest (image AUROC bottle 0.998 vs 0.990,
+Magnetic Tile 0.893 vs 0.863); and K = 10 rather than 50 (bottle: the same AUROCs within 0.002 and AUPRO
+0.960 vs 0.958, at a fifth of the search).
 
 Letters: N normal images, B a batch, D feature dimension, G global feature dimension, h × w the grid,
 K nearest images, P = h · w patches per image.
@@ -23,6 +28,7 @@ from lineguard.features.patches import flatten_patches, patch_features
 from lineguard.memory.knn import NearestNeighbours
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
 from lineguard.progress import track
+from lineguard.scoring.image import max_score
 from lineguard.scoring.maps import anomaly_maps
 
 
@@ -31,7 +37,7 @@ class SPADE(BackboneFeatures, Detector):
     name = "spade"
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 1, k_images: int = 50, sigma: float = 4.0, weights: str | None = None,
+                 radius: int = 1, k_images: int = 10, sigma: float = 4.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
@@ -66,18 +72,17 @@ class SPADE(BackboneFeatures, Detector):
         size = (self.image_size, self.image_size)
         for global_feats, feats in self._features(images, "spade: scoring"):
             n, _, h, w = feats.shape
-            image_scores, patch_scores = self.score(global_feats, flatten_patches(feats).view(n, h * w, -1))
+            patch_scores = self.patch_scores(global_feats, flatten_patches(feats).view(n, h * w, -1))
             maps.append(anomaly_maps(patch_scores.view(n, h, w), size, self.sigma))
-            scores.append(image_scores)
+            scores.append(max_score(maps[-1]))
         return Prediction(torch.cat(scores), torch.cat(maps))
 
-    def score(self, global_feats: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, G) global features, (B, P, D) patch features -> image scores (B,) (mean distance to the K
-        nearest normal images) and patch scores (B, P) (distance to the closest patch of those images)."""
-        image_dist, nearest = NearestNeighbours(self.global_features_, backend="torch").search(global_feats,
-                                                                                              k=self.k_images)
-        patch_scores = [self._patch_distances(q, images) for q, images in zip(queries, nearest, strict=True)]
-        return image_dist.mean(dim=1), torch.stack(patch_scores)
+    def patch_scores(self, global_feats: Tensor, queries: Tensor) -> Tensor:
+        """(B, G) global features, (B, P, D) patch features -> (B, P): each patch's distance to the closest
+        patch of the image's ``k_images`` nearest normal images."""
+        _, nearest = NearestNeighbours(self.global_features_, backend="torch").search(global_feats,
+                                                                                     k=self.k_images)
+        return torch.stack([self._patch_distances(q, near) for q, near in zip(queries, nearest, strict=True)])
 
     def _patch_distances(self, queries: Tensor, images: Tensor) -> Tensor:
         """(P, D) patches of one test image, (K,) its nearest normal images -> (P,) distances."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 WIDTH, HEIGHT = 440, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 14, 38  # margins for the axes and their labels
@@ -68,6 +67,8 @@ def histogram_svg(good: np.ndarray, defective: np.ndarray, threshold: float | No
 
 def roc_svg(labels: np.ndarray, scores: np.ndarray, threshold: float | None) -> str:
     """ROC curve of binary ``labels`` (1 defective) and ``scores``; the operating point at ``threshold``."""
+    from sklearn.metrics import roc_curve  # a slow import, needed only here
+
     fpr, tpr, _ = roc_curve(labels, scores)
     to_x = _scale(0.0, 1.0, _LEFT, WIDTH - _RIGHT)
     to_y = _scale(0.0, 1.0, HEIGHT - _BOTTOM, _TOP)

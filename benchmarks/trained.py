@@ -1,0 +1,169 @@
+"""Benchmark of the trained detectors and of the Siamese encoder, one command, resumable.
+
+1. ``autoencoder``, ``dfr`` and ``cse`` on bottle and magnetic tile (all good training images), each run a
+   ``lineguard evaluate`` in its own process: image AUROC, pixel AUROC, AUPRO, fit seconds (feature
+   extraction + training), images/s, peak RSS. Default parameters, except the training lengths of
+   ``TRAINING_PARAMS`` / ``ENCODER_EPOCHS`` (the 15-minute training budget on magnetic tile's 762 images).
+2. The Siamese encoder trained on one dataset (``lineguard train-encoder``, timed), then ``fewshot`` on the
+   other at K = 2, 4, 8 (seeds 0, 1, 2: three support draws) with ``--param encoder=…``, against the same
+   few-shot method on plain backbone features.
+
+Rows land in ``benchmarks/results/trained/results.jsonl`` as they finish (a rerun skips them) and the table in
+``benchmarks/results/trained.md``. Set the thread count for timings that matter:
+
+    python benchmarks/trained.py --threads 1          # everything (about 1.5 h on 1 thread of a busy 2-core CPU)
+    python benchmarks/trained.py --only-methods       # only part 1
+    python benchmarks/trained.py --threads 2 --work /tmp/lineguard-trained
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lineguard import benchmarking
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT.parent.parent / "shared" / "datasets"
+DATASETS = {"bottle": DATA / "mvtec_ad" / "bottle", "magnetic_tile": DATA / "mtd" / "magnetic_tile"}
+METHODS = ["autoencoder", "dfr", "cse"]
+SHOTS = [2, 4, 8]
+SEEDS = [0, 1, 2]
+# Training length per dataset where the defaults would exceed 15 min on this 2-core CPU: magnetic tile has 3.6×
+# bottle's good images, so its autoencoder and Siamese encoder take about as many optimiser steps as bottle's.
+TRAINING_PARAMS = {("autoencoder", "magnetic_tile"): ["epochs=10"]}
+ENCODER_EPOCHS = {"bottle": 4, "magnetic_tile": 1}
+
+
+def lineguard(args: list[str]) -> int:
+    return subprocess.call([sys.executable, "-m", "lineguard", *args])
+
+
+def lineguard_measured(args: list[str]) -> tuple[int, float]:
+    """Run one ``lineguard`` command; (exit code, the child's own peak RSS in MB)."""
+    child = subprocess.Popen([sys.executable, "-m", "lineguard", *args])
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+def train_encoders(work: Path, datasets: dict[str, Path], epochs: dict[str, int]) -> dict[str, dict]:
+    """Train one encoder per dataset (skipped when its folder is complete); returns name -> record."""
+    records = {}
+    for name, data in datasets.items():
+        folder = work / f"encoder-{name}"
+        record_path = folder / "benchmark.json"
+        if not record_path.exists():
+            start = time.perf_counter()
+            code, peak = lineguard_measured(["train-encoder", "--data", str(data), "--out", str(folder),
+                                             "--epochs", str(epochs[name]), "--device", "cpu", "--resume"])
+            if code != 0:
+                raise SystemExit(f"train-encoder on {data} failed (exit {code})")
+            record_path.write_text(json.dumps({
+                "trained_on": name, "epochs": epochs[name], "train_seconds": round(time.perf_counter() - start, 1),
+                "peak_rss_mb": round(peak), "threads": os.environ.get("OMP_NUM_THREADS", "all")}))
+        records[name] = json.loads(record_path.read_text())
+    return records
+
+
+def finished_rows(runs: list[benchmarking.Run], out: Path) -> list[dict]:
+    """The rows of ``runs`` already in ``out/results.jsonl``, in plan order (``--table-only``: run nothing)."""
+    path = out / "results.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    done = {row["run"]: row for row in map(json.loads, filter(str.strip, lines))}
+    return [done[run.key] for run in runs if run.key in done]
+
+
+def finished_encoders(work: Path, datasets: dict[str, Path]) -> dict[str, dict]:
+    """The records of the encoders trained so far (``--table-only``)."""
+    paths = {name: work / f"encoder-{name}" / "benchmark.json" for name in datasets}
+    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
+
+
+def encoder_comparison(rows: list[dict]) -> list[str]:
+    """Few-shot image AUROC with the cross-dataset encoder against plain features, mean ± std over seeds."""
+    cells: dict[tuple[str, int, bool], list[float]] = {}
+    for row in rows:
+        run = json.loads(row["run"])
+        if run["method"] != "fewshot":
+            continue
+        cells.setdefault((Path(run["data"]).name, run["shots"], bool(run["params"])), []).append(row["image_auroc"])
+
+    def cell(values: list[float] | None) -> str:
+        if not values:
+            return "–"
+        if len(values) == 1:
+            return f"{values[0]:.3f} (n=1)"
+        return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
+
+    lines = ["| few-shot on | encoder trained on | K | plain features | Siamese encoder | difference |",
+             "|---|---|---|---|---|---|"]
+    for source, target in (("bottle", "magnetic_tile"), ("magnetic_tile", "bottle")):
+        for k in SHOTS:
+            plain, encoded = cells.get((target, k, False)), cells.get((target, k, True))
+            diff = f"{statistics.fmean(encoded) - statistics.fmean(plain):+.3f}" if plain and encoded else "–"
+            lines.append(f"| {target} | {source} | {k} | {cell(plain)} | {cell(encoded)} | {diff} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "trained")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lineguard-trained"),
+                        help="where trained encoders are kept")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of every run (default: all)")
+    parser.add_argument("--encoder-epochs", type=int, default=None, help=f"default: {ENCODER_EPOCHS}")
+    parser.add_argument("--skip-encoder", action="store_true")
+    parser.add_argument("--only-methods", action="store_true", help="run part 1 only, write no table")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: write the tables from the rows finished so far")
+    args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+
+    runs = [run for name, data in DATASETS.items() for method in METHODS
+            for run in benchmarking.plan(data=[data], methods=[method], backbones=["effnet-lite0"], shots=[None],
+                                         seeds=[0], params=TRAINING_PARAMS.get((method, name), []),
+                                         image_size=None)]
+    run_all = finished_rows if args.table_only else lambda plan, out: benchmarking.run_all(plan, out, runner=lineguard)
+    runs = run_all(runs, args.out)
+    if args.only_methods:
+        return
+    encoders: dict[str, dict] = {}
+    fewshot: list[benchmarking.Run] = []
+    if not args.skip_encoder:
+        epochs = {name: args.encoder_epochs or ENCODER_EPOCHS[name] for name in DATASETS}
+        encoders = (finished_encoders(args.work, DATASETS) if args.table_only
+                    else train_encoders(args.work, DATASETS, epochs))
+        # seed-major order, plain and encoder side by side: an interrupted benchmark leaves comparable rows
+        for source, target in (("magnetic_tile", "bottle"), ("bottle", "magnetic_tile")):
+            for seed in SEEDS:
+                for k in SHOTS:
+                    for params in ([], [f"encoder={args.work / f'encoder-{source}'}"]):
+                        fewshot += benchmarking.plan(data=[DATASETS[target]], methods=["fewshot"],
+                                                     backbones=["effnet-lite0"], shots=[k], seeds=[seed],
+                                                     params=params, image_size=None)
+    rows = runs + run_all(fewshot, args.out)
+    table = benchmarking.write_table(rows, args.out / "results.md")
+    threads = os.environ.get("OMP_NUM_THREADS", "all")
+    lines = [f"Torch threads per run: {threads} (OMP_NUM_THREADS); image AUROC, pixel AUROC and AUPRO on the test "
+             "split; fit s = feature extraction + training.", "", table]
+    if encoders:
+        lines += ["Image AUROC of few-shot PatchCore, mean ± std over support seeds 0, 1, 2:", "",
+                  *encoder_comparison(rows), "",
+                  "| encoder trained on | epochs | train-encoder seconds | peak RSS MB | threads |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['trained_on']} | {r['epochs']} | {r['train_seconds']} | {r.get('peak_rss_mb', '–')} | "
+                  f"{r.get('threads', '–')} |" for r in encoders.values()]
+    (ROOT / "results" / "trained.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

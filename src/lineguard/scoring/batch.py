@@ -1,0 +1,155 @@
+"""Scoring a batch against itself: nearest patches in *other* images, and image-score re-scoring.
+
+Letters: N images, L patches per image, D feature dimension, M bank size, E embedding dimension.
+
+With no normal set, the batch is its own reference. Two rules keep that honest:
+
+* an image is never its own reference — a patch would otherwise always find itself at distance 0;
+* a defect is rare across images while normal patterns recur, so a patch is judged by how close it gets to
+  patches of *other* images, pooled over many of them (mutual scoring) or through a bank learned from the
+  batch (coreset learning).
+
+Distances are Euclidean (not squared). Work is done in blocks of images so memory stays bounded by the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_BLOCK_ENTRIES = 1_048_576  # distances per block: 4 MB of float32 stays in cache (larger blocks ran slower)
+
+
+def _images_per_block(patches_per_image: int, other_rows: int) -> int:
+    return max(1, _BLOCK_ENTRIES // max(1, patches_per_image * other_rows))
+
+
+def _sq_distances(queries: Tensor, query_sq: Tensor, bank: Tensor, bank_sq: Tensor) -> Tensor:
+    """(Q, D), (Q,), (M, D), (M,) -> (Q, M) squared distances, unclamped: one fused multiply-add and one
+    add, instead of separate passes for each term (the blocks are memory-bound, not compute-bound)."""
+    return torch.addmm(bank_sq[None], queries, bank.T, alpha=-2.0).add_(query_sq[:, None])
+
+
+def nearest_in_each_image(features: Tensor) -> Tensor:
+    """(N, L, D) -> (N, L, N): distance of every patch to the nearest patch of every image (self → +inf).
+
+    Each block of the distance matrix serves both directions (its row minima are image a's patches against
+    image b, its column minima b's against a), which halves the work of the all-pairs comparison.
+    """
+    n, patches, dim = features.shape
+    rows = features.reshape(n * patches, dim).float()
+    sq_norms = rows.pow(2).sum(1)  # (N * L,)
+    nearest = torch.empty(n, patches, n)  # squared distances first, square-rooted at the end
+    step = max(1, int(_images_per_block(patches, patches) ** 0.5))
+    for a in range(0, n, step):
+        rows_a = slice(a * patches, min(n, a + step) * patches)
+        for b in range(a, n, step):
+            rows_b = slice(b * patches, min(n, b + step) * patches)
+            d2 = _sq_distances(rows[rows_a], sq_norms[rows_a], rows[rows_b], sq_norms[rows_b])
+            d2 = d2.view(-1, patches, d2.shape[1] // patches, patches)  # (na, L, nb, L)
+            nearest[a:a + step, :, b:b + step] = d2.amin(3)
+            nearest[b:b + step, :, a:a + step] = d2.amin(1).permute(1, 2, 0)
+    nearest.clamp_min_(0).sqrt_()
+    idx = torch.arange(n)
+    nearest[idx, :, idx] = float("inf")
+    return nearest
+
+
+def interval_mean(distances: Tensor, fraction: float) -> Tensor:
+    """(..., K) -> (...): mean of the ``max(1, ⌊K · fraction⌋)`` smallest values (MuSc's "interval average").
+
+    A normal patch has close matches in most images, a defective one in few or none; averaging the closest
+    ``fraction`` of images keeps a defect that recurs in a few images high while ignoring the images that
+    happen to lack a normal pattern.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    k = max(1, int(distances.shape[-1] * fraction))
+    return distances.topk(k, dim=-1, largest=False).values.mean(-1)
+
+
+def mutual_patch_scores(features: Tensor, *, fraction: float = 0.3) -> Tensor:
+    """Mutual scoring (MuSc): (N, L, D) -> (N, L), each patch's interval mean over the other N − 1 images."""
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError(f"mutual scoring needs at least 2 images in the batch, got {n}")
+    nearest = nearest_in_each_image(features)  # (N, L, N)
+    others = ~torch.eye(n, dtype=torch.bool)  # (N, N)
+    per_image = nearest.permute(0, 2, 1)[others].view(n, n - 1, -1)  # -> (N, N - 1, L)
+    return interval_mean(per_image.transpose(1, 2), fraction)
+
+
+def match_bank(queries: Tensor, bank: Tensor, bank_images: Tensor, *, k: int = 1,
+               directions: Literal["both", "patches", "bank"] = "both") -> tuple[Tensor | None, Tensor | None]:
+    """Compare the patches of N query images with a bank, never within one image.
+
+    queries (N, L, D) of images 0..N−1; bank (M, D) whose row m comes from image ``bank_images[m]`` (any id
+    outside 0..N−1 for rows of no query image) -> ``patch_dist`` (N, L), each query patch's mean distance to
+    its ``k`` nearest bank rows of *other* images, and ``bank_dist`` (M, N), each bank row's distance to the
+    nearest patch of each query image (+inf for its own image). Both come from the same distance blocks;
+    ``directions`` skips the one not needed (returned as None).
+
+    Exact: the bank is sorted by image once, so each query image masks one contiguous slice of its block.
+    """
+    n, patches, dim = queries.shape
+    if bank.ndim != 2 or bank.shape[1] != dim or len(bank) == 0 or len(bank_images) != len(bank):
+        raise ValueError(f"bank must be a non-empty (M, {dim}) matrix with one image id per row, got "
+                         f"{tuple(bank.shape)} and {len(bank_images)} ids")
+    if not 1 <= k <= len(bank):
+        raise ValueError(f"k must be between 1 and the bank size {len(bank)}, got {k}")
+    order = torch.argsort(bank_images, stable=True)
+    sorted_bank, sorted_images = bank[order].float(), bank_images[order]
+    bounds = torch.searchsorted(sorted_images, torch.stack([torch.arange(n), torch.arange(n) + 1]))  # (2, N)
+    bank_sq = sorted_bank.pow(2).sum(1)
+    patch_dist = torch.empty(n, patches) if directions != "bank" else None
+    bank_dist = torch.empty(len(bank), n) if directions != "patches" else None
+    step = _images_per_block(patches, len(bank))
+    for a in range(0, n, step):
+        rows = queries[a:a + step].reshape(-1, dim).float()
+        query_sq = rows.pow(2).sum(1)
+        # ‖b‖² − 2 q·b: enough to rank the bank for each query; ‖q‖² is added after the minimum when only
+        # that direction is needed
+        d2 = torch.addmm(bank_sq[None], rows, sorted_bank.T, alpha=-2.0).view(-1, patches, len(bank))  # (nb, L, M)
+        for i in range(d2.shape[0]):
+            d2[i, :, bounds[0, a + i]:bounds[1, a + i]] = float("inf")
+        if bank_dist is not None:
+            d2.add_(query_sq.view(-1, patches, 1))
+            bank_dist[order, a:a + step] = d2.amin(1).T
+        if patch_dist is not None:
+            nearest = d2.amin(2, keepdim=True) if k == 1 else d2.topk(k, dim=2, largest=False).values
+            if bank_dist is None:
+                nearest += query_sq.view(-1, patches, 1)
+            patch_dist[a:a + step] = nearest.clamp_min_(0).sqrt_().mean(2)
+    return patch_dist, None if bank_dist is None else bank_dist.clamp_min_(0).sqrt_()
+
+
+def global_embedding(level: Tensor) -> Tensor:
+    """(B, C, h, w) -> (B, C): unit-length global average pool, the image's overall appearance."""
+    return F.normalize(level.float().mean((2, 3)), dim=1)
+
+
+def rescore_by_similarity(scores: Tensor, embeddings: Tensor, k_list: Sequence[int] = (1, 2, 3)) -> Tensor:
+    """Steady image scores over a similarity graph of the batch (MuSc's RsCIN): (N,), (N, E) -> (N,).
+
+    Scores are min-max scaled, then each becomes the similarity-weighted mean over its k most similar images
+    (itself included), averaged over ``k_list``. A borderline score is pulled toward the scores of images that
+    look the same overall, which suppresses one-off noise; k stays small so a defect is not averaged away.
+    An empty ``k_list`` returns the scores unchanged.
+    """
+    if not k_list:
+        return scores
+    if min(k_list) < 1:
+        raise ValueError(f"k_list must hold positive neighbour counts, got {list(k_list)}")
+    span = scores.max() - scores.min()
+    scaled = (scores - scores.min()) / span if span > 0 else torch.zeros_like(scores)
+    similarity = embeddings.float() @ embeddings.float().T  # (N, N)
+    smoothed = []
+    for k in k_list:
+        top = similarity.topk(min(k, len(scores)), dim=1)
+        weights = top.values / top.values.sum(1, keepdim=True)  # (N, k)
+        smoothed.append((weights * scaled[top.indices]).sum(1))
+    return torch.stack(smoothed).mean(0)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+import lineguard
+from lineguard.features.augment import AugmentationError
+from lineguard.metrics import image_auroc
+from lineguard.scoring.image import reweight
+from tests.conftest import SIZE
+
+FEW_VIEWS = dict(rotations=2, translations=1)  # keeps the support small on 2 CPU cores
+
+
+def peaks_on_defects(maps, labels, masks) -> bool:
+    near = torch.nn.functional.max_pool2d(masks[:, None].float(), 17, 1, 8)[:, 0]
+    peaks = maps.flatten(1).argmax(1)
+    return all(near[i].flatten()[peaks[i]] > 0 for i in torch.nonzero(labels).flatten())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shots", [1, 4])
+def test_finds_planted_defects_with_few_support_images(parts, shots):
+    support, test, labels, masks = parts
+    detector = lineguard.create("fewshot", image_size=SIZE, **FEW_VIEWS).fit(support[:shots])
+    result = detector.predict(test)
+    assert result.maps.shape == (len(test), SIZE, SIZE)
+    assert image_auroc(labels, result.scores) >= 0.9
+    assert peaks_on_defects(result.maps, labels, masks)
+
+
+def test_bank_holds_the_augmented_views_after_the_coreset(parts):
+    support = parts[0][:2]
+    detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.5, hflip=True,
+                                vflip=False, rotations=1, max_angle=10.0, translations=0, seed=3).fit(support)
+    views = detector.augmentations().views_per_image
+    assert views == 3
+    patches = 2 * views * (64 // 8) ** 2  # stride-8 grid of a 64 px image
+    assert detector.memory_bank_.shape[0] == patches // 2
+    again = lineguard.create("fewshot", **detector.get_params())
+    again.extractor.backbone.load_state_dict(detector.extractor.backbone.state_dict())  # same random weights
+    again.fit(support)
+    assert torch.equal(again.memory_bank_, detector.memory_bank_)  # the seed fixes views and coreset
+
+
+def test_image_score_is_the_reweighted_top_patch_by_brute_force(parts):
+    support, test = parts[0][:1], parts[1][:3]
+    detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.3, b=4,
+                                **FEW_VIEWS).fit(support)
+    result = detector.predict(test)
+    bank = detector.memory_bank_
+    feats = detector.extractor(test)  # (B, D, h, w)
+    for i, f in enumerate(feats):
+        queries = f.flatten(1).T  # (h·w, D)
+        dist = torch.cdist(queries, bank)  # (h·w, M)
+        top = dist.min(1).values.argmax()
+        m_test_star, m_star = queries[top], bank[dist[top].argmin()]
+        neighbours = torch.cdist(m_star[None], bank)[0].argsort()[:4]
+        expected = reweight((m_test_star - m_star).norm()[None],
+                            (m_test_star - bank[neighbours]).norm(dim=1)[None])
+        assert result.scores[i].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_all_augmentations_off_is_plain_patchcore_on_the_support(parts):
+    support = parts[0][:1]
+    off = dict(hflip=False, vflip=False, rotations=0, translations=0, brightness=0, contrast=0, grayscale=False)
+    detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=1.0, **off).fit(support)
+    assert detector.augmentations().views_per_image == 1
+    assert detector.memory_bank_.shape[0] == (64 // 8) ** 2
+
+
+@pytest.mark.parametrize(("params", "error", "message"), [
+    (dict(coreset_ratio=0.0), ValueError, "coreset ratio"),
+    (dict(b=0), ValueError, "re-weighting neighbours"),
+    (dict(max_angle=-5.0), AugmentationError, "max_angle"),
+    (dict(brightness=2, brightness_delta=1.5), AugmentationError, "brightness_delta"),
+])
+def test_bad_parameters_fail_before_any_feature_is_extracted(params, error, message):
+    detector = lineguard.create("fewshot", backbone="no-such-backbone", **params)
+    with pytest.raises(error, match=message):
+        detector.fit(torch.zeros(1, 3, 64, 64))
