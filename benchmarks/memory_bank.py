@@ -77,11 +77,11 @@ class SharedFeatures(PatchExtractor):
     def __init__(self, extractor: PatchExtractor, store: dict[tuple, Tensor]):
         self.__dict__.update(extractor.__dict__)
         self.store = store
+        self.head_key = head_digest(self.head)  # the head is fixed: its digest once, not per batch
 
     def __call__(self, images: Tensor) -> Tensor:
         digest = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
-        key = (self.backbone_name, tuple(self.levels or ()), self.radius, self.image_size, head_digest(self.head),
-               digest)
+        key = (self.backbone_name, tuple(self.levels or ()), self.radius, self.image_size, self.head_key, digest)
         if key not in self.store:
             self.store[key] = super().__call__(images)
         return self.store[key]

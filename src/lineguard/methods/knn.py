@@ -12,7 +12,7 @@ from typing import Self
 
 import torch
 
-from lineguard.features.extractor import PatchExtractor
+from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
 from lineguard.memory.knn import NearestNeighbours
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
@@ -21,7 +21,7 @@ from lineguard.scoring.maps import anomaly_maps
 
 
 @register
-class KNN(Detector):
+class KNN(BackboneFeatures, Detector):
     name = "knn"
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
@@ -36,13 +36,6 @@ class KNN(Detector):
         self.weights = weights
         self.device = device
         self.batch_size = batch_size
-
-    @property
-    def extractor(self) -> PatchExtractor:
-        if getattr(self, "_extractor", None) is None:
-            self._extractor = PatchExtractor(self.backbone, levels=self.levels, weights=self.weights,
-                                             device=self.device, image_size=self.image_size, radius=self.radius)
-        return self._extractor
 
     def fit(self, images: ImageInput) -> Self:
         if self.k < 1:
