@@ -19,6 +19,7 @@ Three parts, each one command:
     python benchmarks/memory_bank.py kshot --shots 4                  # one K only
     python benchmarks/memory_bank.py kshot --method fewshot --param brightness=2   # one variant
     python benchmarks/memory_bank.py throughput
+    python benchmarks/memory_bank.py grid --param device=cuda      # on a GPU (rows keep the parameter)
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ SEEDS = [0, 1, 2]
 SIZE = 256
 
 
-def grid(data: list[Path], backbones: list[str], out: Path) -> None:
-    runs = benchmarking.plan(data=data, methods=FULL_SHOT, backbones=backbones, shots=[None], seeds=[0], params=[],
-                             image_size=None)
-    rows = benchmarking.run_all(runs, out, runner=run_subprocess)
-    print(benchmarking.write_table(rows, out / "results.md"))
+def grid(data: list[Path], backbones: list[str], out: Path, params: list[str]) -> None:
+    runs = benchmarking.plan(data=data, methods=FULL_SHOT, backbones=backbones, shots=[None], seeds=[0],
+                             params=params, image_size=None)
+    benchmarking.run_all(runs, out, runner=run_subprocess)
+    every = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    print(benchmarking.write_table(every, out / "results.md"))  # every row on file, not only this call's
 
 
 def head_digest(head: torch.nn.Module | None) -> str | None:
@@ -178,7 +180,8 @@ def main() -> None:
                                                                        "1, 2, 4, 8)")
     parser.add_argument("--method", action="append", help="kshot methods (repeatable; default: fewshot, "
                                                           "fastrecon, patchcore)")
-    parser.add_argument("--param", action="append", default=[], help="kshot method parameter KEY=VALUE (repeatable)")
+    parser.add_argument("--param", action="append", default=[], help="method parameter KEY=VALUE, e.g. device=cuda "
+                                                                      "(repeatable)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -187,7 +190,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data, backbones = args.data or DATA, args.backbone or ["effnet-lite0"]
     if args.part == "grid":
-        grid(data, backbones, args.out)
+        grid(data, backbones, args.out, args.param)
     elif args.part == "kshot":
         kshot(data, backbones, args.out, args.shots or K_SHOT, args.method or FEW_SHOT, args.param)
     else:

@@ -487,7 +487,9 @@ def train_encoder_command(
         weights: WeightsOpt = None, epochs: int = 10, lr: float = 0.05, batch_size: int = 16, seed: SeedOpt = 0,
         device: Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present).")] = "auto",
         resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT/checkpoint.")] = False,
-        shots: ShotsOpt = None) -> None:
+        shots: ShotsOpt = None,
+        brightness_delta: Annotated[float, typer.Option(help="The second image of a pair is lit by a factor in "
+                                                             "[1 − delta, 1 + delta].")] = 0.1) -> None:
     """Train the Siamese category-agnostic encoder on the good images of several categories (checkpointed
     every epoch in OUT/checkpoint), for few-shot detection on categories it has not seen."""
     from lineguard.evaluation import select_support
@@ -503,7 +505,8 @@ def train_encoder_command(
         console.print(f"{folder}: {len(loaded)} good images")
         categories.append(images)
     encoder = train_encoder(categories, config, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                            checkpoint_dir=out_dir / "checkpoint", resume=resume, device=device)
+                            brightness_delta=brightness_delta, checkpoint_dir=out_dir / "checkpoint", resume=resume,
+                            device=device)
     save_encoder(encoder, out_dir)
     out.print(f"encoder trained on {len(data)} categories; saved to {out_dir}")
 

@@ -30,7 +30,7 @@ def test_finds_planted_defects_with_few_support_images(parts, shots):
 def test_bank_holds_the_augmented_views_after_the_coreset(parts):
     support = parts[0][:2]
     detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.5, hflip=True,
-                                vflip=False, rotations=1, max_angle=10.0, translations=0, seed=3).fit(support)
+                                vflip=False, rotations=1, max_angle=10.0, brightness=0, seed=3).fit(support)
     views = detector.augmentations().views_per_image
     assert views == 3
     patches = 2 * views * (64 // 8) ** 2  # stride-8 grid of a 64 px image
@@ -41,7 +41,7 @@ def test_bank_holds_the_augmented_views_after_the_coreset(parts):
     assert torch.equal(again.memory_bank_, detector.memory_bank_)  # the seed fixes views and coreset
 
 
-def test_image_score_is_the_reweighted_top_patch_by_brute_force(parts):
+def test_image_score_is_the_reweighted_top_patch_above_the_image_baseline_by_brute_force(parts):
     support, test = parts[0][:1], parts[1][:3]
     detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.3, b=4,
                                 **FEW_VIEWS).fit(support)
@@ -56,7 +56,8 @@ def test_image_score_is_the_reweighted_top_patch_by_brute_force(parts):
         neighbours = torch.cdist(m_star[None], bank)[0].argsort()[:4]
         expected = reweight((m_test_star - m_star).norm()[None],
                             (m_test_star - bank[neighbours]).norm(dim=1)[None])
-        assert result.scores[i].item() == pytest.approx(expected.item(), rel=1e-4)
+        baseline = dist.min(1).values.quantile(0.25)  # the image's own typical patch distance
+        assert result.scores[i].item() == pytest.approx((expected - baseline).item(), rel=1e-4)
 
 
 def test_all_augmentations_off_is_plain_patchcore_on_the_support(parts):
@@ -77,3 +78,26 @@ def test_bad_parameters_fail_before_any_feature_is_extracted(params, error, mess
     detector = lineguard.create("fewshot", backbone="no-such-backbone", **params)
     with pytest.raises(error, match=message):
         detector.fit(torch.zeros(1, 3, 64, 64))
+
+
+def test_brightness_views_keep_a_darker_exposure_of_a_good_part_normal(parts):
+    support, test, labels, _ = parts
+    good = test[labels == 0][:2]
+    darker = good * 0.6  # the same good parts under a dimmer light
+    plain, lit = (lineguard.create("fewshot", image_size=SIZE, hflip=False, vflip=False, brightness=views,
+                                   baseline_quantile=None).fit(support[:2]) for views in (0, 6))
+    rise = [detector.predict(darker).scores - detector.predict(good).scores for detector in (plain, lit)]
+    assert (rise[1] < rise[0]).all()  # the views cover the dimmer look
+    assert (rise[1] < 0.5 * rise[0]).all()
+
+
+def test_baseline_cancels_a_look_the_support_lacks_but_not_a_defect(parts):
+    support, test, labels, _ = parts
+    params = dict(image_size=SIZE, hflip=False, vflip=False, brightness=0)
+    good = test[labels == 0]
+    plain, relative = (lineguard.create("fewshot", baseline_quantile=q, **params).fit(support[:2])
+                       for q in (None, 0.25))
+    rise = [(d.predict(good * 0.6).scores - d.predict(good).scores).mean() for d in (plain, relative)]
+    assert rise[0] > 0  # a light the support never saw raises every patch, so the image score
+    assert abs(rise[1]) < 0.5 * rise[0]  # measured from the image's own baseline, most of that rise is gone
+    assert image_auroc(labels, relative.predict(test).scores) >= 0.9

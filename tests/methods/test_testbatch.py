@@ -119,3 +119,15 @@ def test_fit_takes_no_images_and_bad_parameters_are_named(line_batch):
         BatchCoreset(support_fraction=0).predict_levels([torch.rand(3, 4, 2, 2)])
     with pytest.raises(ValueError, match="at least 2 images"):
         BatchCoreset().predict_levels([torch.rand(1, 4, 2, 2)])
+    with pytest.raises(ValueError, match="baseline_quantile"):
+        BatchCoreset(baseline_quantile=1.0).predict_levels([torch.rand(3, 4, 2, 2)])
+
+
+def test_baseline_moves_each_image_score_down_by_its_own_low_quantile(line_batch):
+    images, _ = line_batch
+    plain, relative = (BatchCoreset(image_size=SIZE, sample_size=6, rescore_k=[], baseline_quantile=q)
+                       for q in (None, 0.1))
+    levels = plain.extractor.levels_of(images)
+    drop = plain.predict_levels(levels).scores - relative.predict_levels(levels).scores
+    assert (drop > 0).all()  # patch scores are distances, so every image has a positive baseline
+    assert drop.std() > 0  # and it is each image's own

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lineguard.scoring.image import reweight
+from lineguard.scoring.image import above_baseline, reweight
 
 
 def test_reweight_by_hand():
@@ -28,3 +28,12 @@ def test_reweight_is_stable_for_large_distances():
 def test_reweight_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(B, b\) for B = 2"):
         reweight(torch.ones(2), torch.ones(3, 4))
+
+
+def test_above_baseline_cancels_a_shift_of_the_whole_image_but_keeps_a_local_one():
+    patches = torch.tensor([[1.0, 1.0, 1.0, 1.0, 4.0],   # a defect on a familiar look
+                            [3.0, 3.0, 3.0, 3.0, 3.0],   # an unfamiliar look, no defect: every patch far
+                            [3.0, 3.0, 3.0, 3.0, 6.0]])  # the same look with the same defect
+    assert above_baseline(patches.amax(1), patches, 0.25).tolist() == [3.0, 0.0, 3.0]
+    quartile = above_baseline(torch.zeros(1), torch.arange(5.0)[None], 0.25)  # torch's linear quantile
+    assert quartile.item() == -1.0

@@ -7,6 +7,10 @@ the search. A test patch scores its distance to the nearest bank patch; the map 
 and blurred (σ = 4); the image score is the largest patch score, re-weighted by how crowded the bank is
 around that patch's nearest neighbour (``scoring.image.reweighted_max``, the paper's eq. 7).
 
+``baseline_quantile`` (off by default, as in the paper) subtracts that quantile of an image's own patch scores
+from its image score (``scoring.image.above_baseline``): a normal look the bank lacks (say a lighting the few
+support images were not taken under) raises every patch of the image alike, a defect only its own.
+
 Letters: B images, D feature dimension, h × w the feature grid, M bank size, b re-weighting neighbours.
 """
 
@@ -23,7 +27,7 @@ from lineguard.features.patches import flatten_patches, reduce_channels
 from lineguard.memory.coreset import coreset_size, greedy_coreset
 from lineguard.memory.knn import NearestNeighbours
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
-from lineguard.scoring.image import reweighted_max
+from lineguard.scoring.image import above_baseline, reweighted_max
 from lineguard.scoring.maps import anomaly_maps
 
 SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
@@ -36,7 +40,8 @@ class PatchCore(BackboneFeatures, Detector):
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radius: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.1,
                  projection_dim: int = 128, b: int = 9, search: str = "auto", sigma: float = 4.0,
-                 seed: int = 0, weights: str | None = None, device: str = "cpu", batch_size: int = 16):
+                 baseline_quantile: float | None = None, seed: int = 0, weights: str | None = None,
+                 device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
@@ -47,6 +52,7 @@ class PatchCore(BackboneFeatures, Detector):
         self.b = b
         self.search = search
         self.sigma = sigma
+        self.baseline_quantile = baseline_quantile
         self.seed = seed
         self.weights = weights
         self.device = device
@@ -61,6 +67,8 @@ class PatchCore(BackboneFeatures, Detector):
             raise ValueError(f"reduce_dim must be a positive channel count or None, got {self.reduce_dim}")
         if self.projection_dim < 1:
             raise ValueError(f"projection_dim must be at least 1, got {self.projection_dim}")
+        if self.baseline_quantile is not None and not 0 <= self.baseline_quantile < 1:
+            raise ValueError(f"baseline_quantile must be in [0, 1) or None, got {self.baseline_quantile}")
         if self.search not in SEARCH_BACKENDS:
             raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
 
@@ -97,7 +105,10 @@ class PatchCore(BackboneFeatures, Detector):
             queries = flatten_patches(feats)  # (B·h·w, D)
             dist, nearest = self._index.search(queries, k=1)  # (B·h·w, 1) each
             patch_scores = dist.view(n, h * w)
+            image_scores = reweighted_max(queries.view(n, h * w, -1), patch_scores, nearest.view(n, h * w),
+                                          self.memory_bank_, self._index, self.b)
+            if self.baseline_quantile is not None:
+                image_scores = above_baseline(image_scores, patch_scores, self.baseline_quantile)
             maps.append(anomaly_maps(patch_scores.view(n, h, w), size, self.sigma))
-            scores.append(reweighted_max(queries.view(n, h * w, -1), patch_scores, nearest.view(n, h * w),
-                                         self.memory_bank_, self._index, self.b))
+            scores.append(image_scores)
         return Prediction(torch.cat(scores), torch.cat(maps))

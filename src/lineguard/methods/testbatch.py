@@ -27,7 +27,9 @@ In a batch from a line, normal patterns recur in many images while a given defec
 3. **Scoring**: a patch scores its mean distance to the ``k_nearest`` nearest coreset patches *of other
    images* (an image is never its own reference), per LNAMD radius and level, maps averaged; the image score
    is the mean of its ``top_k`` highest patch scores, then steadied over its most similar batch images (RsCIN
-   re-scoring).
+   re-scoring). On textured surfaces ``baseline_quantile`` helps: the image score is then measured from the
+   image's own low-quantile patch score, since a normal look the batch shows rarely (one of several lightings)
+   raises every patch of an image, a defect only its own.
 
 The cost is one pass of N · L · M plus rounds over S images, instead of N² · L²; the backbone runs once per
 image.
@@ -46,7 +48,7 @@ from lineguard.memory.coreset import coreset_size, greedy_coreset
 from lineguard.methods.base import Prediction, register
 from lineguard.methods.zero_data import ZeroDataDetector, combine_views
 from lineguard.scoring.batch import match_bank, nearest_in_each_image
-from lineguard.scoring.image import top_k_mean
+from lineguard.scoring.image import above_baseline, top_k_mean
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,10 @@ class BatchCoreset(ZeroDataDetector):
       copies (1 is the plain nearest neighbour);
     - ``top_k`` 3 highest patch scores averaged per image ("max-N") — one noisy cell does not decide, yet a
       small defect covering a few of 32 × 32 cells does (10 and 40 lost image AUROC on Magnetic Tile);
+    - ``baseline_quantile`` None (off): else the image score less that quantile of the image's own patch
+      scores (``scoring.image.above_baseline``). At 0.1, +0.015 image AUROC on Magnetic Tile (0.733 → 0.748,
+      each of 3 seeds) and within 0.001 on bottle, but on synthetic parts on a plain background (6 batches)
+      0.90 against 0.95: there the low quantile is background, and its noise enters the image score;
     - ``rescore_k`` None: (1, 2, 3) neighbour counts of the image re-scoring ([] turns it off);
     - ``sigma`` 4 px map blur, as PatchCore; ``seed`` for the image samples and k-center starts.
     """
@@ -111,8 +117,9 @@ class BatchCoreset(ZeroDataDetector):
                  radii: list[int] | None = None, sample_size: int = 16, coreset_ratio: float = 0.1,
                  rounds: int = 3, exclusion_fraction: float = 0.1, support_fraction: float = 0.3,
                  grow_quantile: float = 0.5, support_images: int = 32, max_candidates: int = 2048,
-                 tolerance: float = 0.01, k_nearest: int = 3, top_k: int = 3, rescore_k: list[int] | None = None,
-                 sigma: float = 4.0, seed: int = 0,
+                 tolerance: float = 0.01, k_nearest: int = 3, top_k: int = 3,
+                 baseline_quantile: float | None = None, rescore_k: list[int] | None = None, sigma: float = 4.0,
+                 seed: int = 0,
                  weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
@@ -129,6 +136,7 @@ class BatchCoreset(ZeroDataDetector):
         self.tolerance = tolerance
         self.k_nearest = k_nearest
         self.top_k = top_k
+        self.baseline_quantile = baseline_quantile
         self.rescore_k = rescore_k
         self.sigma = sigma
         self.seed = seed
@@ -146,6 +154,8 @@ class BatchCoreset(ZeroDataDetector):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_size < 2:  # an image is never its own reference: the first coreset needs two images
             raise ValueError(f"sample_size must be at least 2, got {self.sample_size}")
+        if self.baseline_quantile is not None and not 0 <= self.baseline_quantile < 1:
+            raise ValueError(f"baseline_quantile must be in [0, 1) or None, got {self.baseline_quantile}")
         if self.rounds < 0 or self.tolerance < 0:
             raise ValueError(f"rounds and tolerance must be non-negative, got {self.rounds}, {self.tolerance}")
 
@@ -161,7 +171,10 @@ class BatchCoreset(ZeroDataDetector):
             scores = self.learn(index, [as_patch_rows(v) for v in level_views], generator)  # R × (N, L)
             view_scores.append([s.view(n, *v.shape[-2:]) for s, v in zip(scores, level_views, strict=True)])
         grid = combine_views(view_scores)  # (N, h, w)
-        return self.finish(grid, top_k_mean(grid, self.top_k), levels)
+        image_scores = top_k_mean(grid, self.top_k)
+        if self.baseline_quantile is not None:
+            image_scores = above_baseline(image_scores, grid.flatten(1), self.baseline_quantile)
+        return self.finish(grid, image_scores, levels)
 
     def learn(self, level: int, rows: list[Tensor], generator: torch.Generator) -> list[Tensor]:
         """Coreset learning on one level's R views (N, L, D_r); returns the final patch scores, R × (N, L)."""

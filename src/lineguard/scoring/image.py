@@ -57,3 +57,17 @@ def reweighted_max(queries: Tensor, patch_scores: Tensor, nearest: Tensor, bank:
     _, neighbours = index.search(m_star, k=b)  # (B, b)
     neighbour_distances = (m_test_star[:, None] - bank[neighbours]).norm(dim=-1)  # (B, b)
     return reweight((m_test_star - m_star).norm(dim=-1), neighbour_distances)
+
+
+def above_baseline(image_scores: Tensor, patch_scores: Tensor, quantile: float) -> Tensor:
+    """(B,), (B, N) -> (B,): each image score less the image's ``quantile`` of its own patch scores.
+
+    A bank built from a few images misses some normal looks (a lighting, a texture grain); an image showing
+    one has all its patches far from the bank, a defective image only its defect. Measuring from the image's
+    own baseline cancels the first and keeps the second, as long as the defect covers less than
+    1 − ``quantile`` of the image. Only the image score moves: maps keep the absolute distance, which is what
+    pixel metrics and region thresholds compare across images (shifting them too cost 0.045 pixel AUROC on
+    Magnetic Tile).
+    """
+    rows = max(1, 2**24 // patch_scores.shape[1])  # torch.quantile refuses inputs over 2**24 elements
+    return image_scores - torch.cat([chunk.quantile(quantile, dim=1) for chunk in patch_scores.split(rows)])
