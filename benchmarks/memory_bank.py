@@ -58,8 +58,8 @@ def grid(data: list[Path], backbones: list[str], out: Path, params: list[str]) -
     runs = benchmarking.plan(data=data, methods=FULL_SHOT, backbones=backbones, shots=[None], seeds=[0],
                              params=params, image_size=None)
     benchmarking.run_all(runs, out, runner=run_subprocess)
-    every = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    print(benchmarking.write_table(every, out / "results.md"))  # every row on file, not only this call's
+    every = benchmarking.read_rows(out / "results.jsonl").values()  # every row on file, not only this call's
+    print(benchmarking.write_table(list(every), out / "results.md"))
 
 
 def head_digest(head: torch.nn.Module | None) -> str | None:
@@ -110,8 +110,7 @@ def kshot(data: list[Path], backbones: list[str], out: Path, shots: list[int], m
           params: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "kshot.jsonl"
-    done = {json.loads(line)["run"]: json.loads(line) for line in results.read_text().splitlines()} \
-        if results.exists() else {}
+    done = benchmarking.read_rows(results)
     for root in data:
         dataset = load_dataset(root)
         runs = benchmarking.plan(data=[root], methods=methods, backbones=backbones, shots=shots, seeds=SEEDS,

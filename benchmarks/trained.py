@@ -83,9 +83,7 @@ def train_encoders(work: Path, datasets: dict[str, Path], epochs: dict[str, int]
 
 def finished_rows(runs: list[benchmarking.Run], out: Path) -> list[dict]:
     """The rows of ``runs`` already in ``out/results.jsonl``, in plan order (``--table-only``: run nothing)."""
-    path = out / "results.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    done = {row["run"]: row for row in map(json.loads, filter(str.strip, lines))}
+    done = benchmarking.read_rows(out / "results.jsonl")
     return [done[run.key] for run in runs if run.key in done]
 
 
@@ -103,9 +101,8 @@ def fewshot_rows(work: Path, threads: int | None, *, run: bool) -> list[dict]:
             subprocess.check_call([sys.executable, str(KSHOT), "kshot", "--data", str(DATASETS[target]),
                                    "--method", "fewshot", *[f"--shots={k}" for k in SHOTS],
                                    *[f"--param={p}" for p in params], *([f"--threads={threads}"] if threads else [])])
-    lines = KSHOT_ROWS.read_text().splitlines() if KSHOT_ROWS.exists() else []
-    return [row for row in map(json.loads, filter(str.strip, lines))
-            if json.loads(row["run"])["method"] == "fewshot" and json.loads(row["run"])["shots"] in SHOTS]
+    return [row for key, row in benchmarking.read_rows(KSHOT_ROWS).items()
+            if json.loads(key)["method"] == "fewshot" and json.loads(key)["shots"] in SHOTS]
 
 
 def encoder_comparison(rows: list[dict], work: Path) -> list[str]:

@@ -67,16 +67,17 @@ def plan(*, data: list[Path], methods: list[str], backbones: list[str], shots: l
     return list(runs.values())
 
 
+def read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished rows of a results ``.jsonl`` by their run key (empty when there is no file yet)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {row["run"]: row for row in map(json.loads, filter(str.strip, lines))}
+
+
 def run_all(runs: list[Run], folder: Path, *, runner: Callable[[list[str]], int]) -> list[dict[str, Any]]:
     """Run what is not in ``folder/results.jsonl`` yet and return all rows of this grid."""
     folder.mkdir(parents=True, exist_ok=True)
     results_path = folder / "results.jsonl"
-    done = {}
-    if results_path.exists():
-        for line in results_path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["run"]] = row
+    done = read_rows(results_path)
     for run in track([r for r in runs if r.key not in done], "benchmark runs"):
         with tempfile.TemporaryDirectory() as tmp:
             json_path = Path(tmp) / "result.json"

@@ -27,7 +27,7 @@ from lineguard.features.patches import flatten_patches, reduce_channels
 from lineguard.memory.coreset import coreset_size, greedy_coreset
 from lineguard.memory.knn import NearestNeighbours
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
-from lineguard.scoring.image import above_baseline, reweighted_max
+from lineguard.scoring.image import above_baseline, check_baseline_quantile, reweighted_max
 from lineguard.scoring.maps import anomaly_maps
 
 SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
@@ -67,8 +67,7 @@ class PatchCore(BackboneFeatures, Detector):
             raise ValueError(f"reduce_dim must be a positive channel count or None, got {self.reduce_dim}")
         if self.projection_dim < 1:
             raise ValueError(f"projection_dim must be at least 1, got {self.projection_dim}")
-        if self.baseline_quantile is not None and not 0 <= self.baseline_quantile < 1:
-            raise ValueError(f"baseline_quantile must be in [0, 1) or None, got {self.baseline_quantile}")
+        check_baseline_quantile(self.baseline_quantile)
         if self.search not in SEARCH_BACKENDS:
             raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
 

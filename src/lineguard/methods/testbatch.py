@@ -48,7 +48,7 @@ from lineguard.memory.coreset import coreset_size, greedy_coreset
 from lineguard.methods.base import Prediction, register
 from lineguard.methods.zero_data import ZeroDataDetector, combine_views
 from lineguard.scoring.batch import match_bank, nearest_in_each_image
-from lineguard.scoring.image import above_baseline, top_k_mean
+from lineguard.scoring.image import above_baseline, check_baseline_quantile, top_k_mean
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,7 @@ class BatchCoreset(ZeroDataDetector):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_size < 2:  # an image is never its own reference: the first coreset needs two images
             raise ValueError(f"sample_size must be at least 2, got {self.sample_size}")
-        if self.baseline_quantile is not None and not 0 <= self.baseline_quantile < 1:
-            raise ValueError(f"baseline_quantile must be in [0, 1) or None, got {self.baseline_quantile}")
+        check_baseline_quantile(self.baseline_quantile)
         if self.rounds < 0 or self.tolerance < 0:
             raise ValueError(f"rounds and tolerance must be non-negative, got {self.rounds}, {self.tolerance}")
 

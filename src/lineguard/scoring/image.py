@@ -59,6 +59,12 @@ def reweighted_max(queries: Tensor, patch_scores: Tensor, nearest: Tensor, bank:
     return reweight((m_test_star - m_star).norm(dim=-1), neighbour_distances)
 
 
+def check_baseline_quantile(quantile: float | None) -> None:
+    """Raise unless ``quantile`` is None (no baseline) or in [0, 1): what :func:`above_baseline` accepts."""
+    if quantile is not None and not 0 <= quantile < 1:
+        raise ValueError(f"baseline_quantile must be in [0, 1) or None, got {quantile}")
+
+
 def above_baseline(image_scores: Tensor, patch_scores: Tensor, quantile: float) -> Tensor:
     """(B,), (B, N) -> (B,): each image score less the image's ``quantile`` of its own patch scores.
 
