@@ -4,10 +4,9 @@ The input is random clusters, written chunk by chunk into one preallocated float
 features themselves (6.1 GB at the default size) are the only large allocation before the coreset runs.
 1,000 Gaussian blobs (centres drawn from N(0, I), per-coordinate spread 0.25, so a blob's radius is about a
 sixth of the distance between centres): distinct regions, as patch features of different parts of an
-object are, with no structure inside a blob (the worst case for the coreset's triangle-inequality pruning
-there). Until every blob has a centre, a step must measure most rows; afterwards a step touches about one
-blob. Peak RSS is the process's high-water mark (input included); the result is appended to a JSON-lines
-file.
+object are. Until every blob has a centre, the farthest rows sit in one blob and a round of the coreset adds
+few centres (a whole pass for each); afterwards rounds add hundreds. Peak RSS is the process's high-water
+mark (input included); the result is appended to a JSON-lines file.
 
     python benchmarks/coreset_scale.py                      # the size
     python benchmarks/coreset_scale.py --n 200000 --dim 256 # a quick check

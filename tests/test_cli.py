@@ -8,7 +8,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from lineguard.cli import app
+from lineguard.cli import app, parse_param
 
 runner = CliRunner()
 
@@ -100,3 +100,12 @@ def test_help_lists_every_command():
     result = lineguard("--help")
     assert result.returncode == 0
     assert all(command in result.stdout for command in ("fit", "predict", "evaluate", "benchmark", "demo"))
+
+
+def test_param_values_are_typed():
+    assert parse_param("hflip=False") == ("hflip", False)  # as Python spells it: not the truthy text "False"
+    assert parse_param("hflip=true") == ("hflip", True)
+    assert parse_param("baseline_quantile=None") == ("baseline_quantile", None)
+    assert parse_param("levels=[1, 2]") == ("levels", [1, 2])
+    assert parse_param("coreset_ratio=0.25") == ("coreset_ratio", 0.25)
+    assert parse_param("encoder=models/enc") == ("encoder", "models/enc")

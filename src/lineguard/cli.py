@@ -68,11 +68,17 @@ RuleOpt = Annotated[str, typer.Option(help=f"Threshold rule: {', '.join(RULES)} 
 FalseAlarmOpt = Annotated[float, typer.Option(help="Target share of good parts rejected (rule quantile).")]
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def parse_param(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``; the value is read as JSON (numbers, true/false, null, [lists]) or else kept as text."""
+    """``KEY=VALUE``; the value is read as JSON (numbers, true/false, null, [lists]) or else kept as text.
+    True/False/None in any case are the constants too: the text "False" would switch an option on."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise typer.BadParameter(f"expected KEY=VALUE, got {text!r}")
+    if value.strip().lower() in _WORDS:
+        return key.strip(), _WORDS[value.strip().lower()]
     try:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.progress import (
@@ -30,8 +30,12 @@ def enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Yield ``items`` while drawing a progress bar on stderr (if enabled)."""
+def track(items: Iterable[T], description: str, total: int | None = None,
+          steps: Callable[[T], int] | None = None) -> Iterator[T]:
+    """Yield ``items`` while drawing a progress bar on stderr (if enabled).
+
+    ``steps(item)`` is how far one item moves the bar (default 1): a coreset round adds many centres.
+    """
     if not enabled():
         yield from items
         return
@@ -43,4 +47,4 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         task = progress.add_task(description, total=total)
         for item in items:
             yield item
-            progress.advance(task)
+            progress.advance(task, 1 if steps is None else steps(item))

@@ -3,6 +3,7 @@ import torch
 
 import lineguard
 from lineguard.features.augment import AugmentationError
+from lineguard.features.lighting import match_lighting
 from lineguard.metrics import image_auroc
 from lineguard.scoring.image import reweight
 from tests.conftest import SIZE
@@ -47,7 +48,7 @@ def test_image_score_is_the_reweighted_top_patch_above_the_image_baseline_by_bru
                                 **FEW_VIEWS).fit(support)
     result = detector.predict(test)
     bank = detector.memory_bank_
-    feats = detector.extractor(test)  # (B, D, h, w)
+    feats = detector.extractor(match_lighting(test, detector.lighting_))  # (B, D, h, w), support's lighting
     for i, f in enumerate(feats):
         queries = f.flatten(1).T  # (h·w, D)
         dist = torch.cdist(queries, bank)  # (h·w, M)
@@ -58,6 +59,22 @@ def test_image_score_is_the_reweighted_top_patch_above_the_image_baseline_by_bru
                             (m_test_star - bank[neighbours]).norm(dim=1)[None])
         baseline = dist.min(1).values.quantile(0.25)  # the image's own typical patch distance
         assert result.scores[i].item() == pytest.approx((expected - baseline).item(), rel=1e-4)
+
+
+def test_a_query_lit_differently_scores_as_under_the_support_lighting(parts):
+    support, test = parts[0][:2], parts[1][:4]
+    darker = test * 0.5  # the same parts under a dimmer light (nothing clipped)
+    no_views = dict(hflip=False, vflip=False, brightness=0, image_size=64)  # ImageNet weights: real features
+    matched = lineguard.create("fewshot", **no_views).fit(support)
+    dark, normal = matched.predict(darker), matched.predict(test)
+    assert torch.allclose(dark.scores, normal.scores, rtol=1e-3, atol=1e-4)
+    assert torch.allclose(dark.maps, normal.maps, rtol=1e-3, atol=1e-4)
+    plain = lineguard.create("fewshot", normalize_lighting=False, **no_views).fit(support)
+    assert not hasattr(plain, "lighting_")
+    # every patch of the dimmer parts moves away from the bank (the image score, measured above the image's
+    # own baseline, hides a shift of all patches alike; the maps show it)
+    dark, normal = plain.predict(darker), plain.predict(test)
+    assert (dark.maps.mean((1, 2)) > 1.1 * normal.maps.mean((1, 2))).all()
 
 
 def test_all_augmentations_off_is_plain_patchcore_on_the_support(parts):
@@ -85,7 +102,8 @@ def test_brightness_views_keep_a_darker_exposure_of_a_good_part_normal(parts):
     good = test[labels == 0][:2]
     darker = good * 0.6  # the same good parts under a dimmer light
     plain, lit = (lineguard.create("fewshot", image_size=SIZE, hflip=False, vflip=False, brightness=views,
-                                   baseline_quantile=None).fit(support[:2]) for views in (0, 6))
+                                   baseline_quantile=None, normalize_lighting=False).fit(support[:2])
+                  for views in (0, 6))
     rise = [detector.predict(darker).scores - detector.predict(good).scores for detector in (plain, lit)]
     assert (rise[1] < rise[0]).all()  # the views cover the dimmer look
     assert (rise[1] < 0.5 * rise[0]).all()
@@ -93,7 +111,7 @@ def test_brightness_views_keep_a_darker_exposure_of_a_good_part_normal(parts):
 
 def test_baseline_cancels_a_look_the_support_lacks_but_not_a_defect(parts):
     support, test, labels, _ = parts
-    params = dict(image_size=SIZE, hflip=False, vflip=False, brightness=0)
+    params = dict(image_size=SIZE, hflip=False, vflip=False, brightness=0, normalize_lighting=False)
     good = test[labels == 0]
     plain, relative = (lineguard.create("fewshot", baseline_quantile=q, **params).fit(support[:2])
                        for q in (None, 0.25))

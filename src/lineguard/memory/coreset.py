@@ -1,35 +1,37 @@
 """Approximate greedy k-center coreset: a small subset of patch features that covers all of them.
 
-Letters: N features, D their dimension, P the projected dimension, M the coreset size, G groups touched.
+Letters: N features, D their dimension, P the projected dimension, M the coreset size, T the pool size,
+b the centres one round adds.
 
 Greedy k-center repeatedly adds the feature farthest from the coreset so far; the coreset then bounds the
 distance of every feature to its nearest kept one (PatchCore's reason to use it: the memory bank keeps the
-rare normal patterns a random subsample would lose). Three things make it cheap here:
+rare normal patterns a random subsample would lose). Done one centre at a time, every step reads all N
+features for one matrix-vector product; that is memory-bound and, over M steps, hours for a few hundred
+thousand patches of a texture. Two things make it cheap here:
 
 * distances are measured after a random projection to P = 128 dimensions (Johnson–Lindenstrauss: pairwise
   distances survive up to a small factor), so one pass over the data reads 512 bytes per feature;
-* features are kept grouped by their nearest centre, with each group's radius (its largest distance). A new
-  centre ``c`` can only take features from a group whose centre ``a`` has ‖c − a‖ < 2 · radius(a), and within
-  such a group only those with ‖c − a‖ < 2 d(x) (triangle inequality); every other group is never read.
-  Late steps touch a few thousand features instead of all N, and no step scans all N;
-* the per-step arithmetic is small, so the BLAS runs single-threaded (its thread start-up would cost more
-  than the work).
+* centres are found in rounds. A round takes the T features farthest from the coreset (the pool) and runs
+  greedy inside it, keeping the pool's distances exact as centres are added. Every feature outside the pool
+  is at most τ (the (T + 1)-th largest distance) from the coreset and can only get closer, so while the
+  pool's farthest feature is farther than τ it is also the farthest of all N: the round's picks are exactly
+  the plain algorithm's. When it is not, the round ends and all N distances are updated against the round's
+  b new centres at once, as one matrix product (compute-bound, multi-threaded) instead of b passes.
 
-The picks are exactly those of the plain greedy algorithm on the projected features (ties go to the lowest
-row, as ``argmax`` would). Memory is O(N · P) for the projection plus O(N) bookkeeping; nothing N × N is
-ever built, and distances are computed in chunks of rows.
+Memory is O(N · P) for the projection plus O(N) bookkeeping and row-chunked temporaries; nothing N × N is
+ever built. Squared distances are compared throughout (same order, no square roots); ties go to the lowest
+row, as ``argmax`` would.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from lineguard.progress import track
 
-_CHUNK = 65_536  # rows measured at once: bounds the temporary arrays to tens of MB at P = 128
+_BLOCK = 1 << 23  # entries of one rows × centres distance block (32 MB): bounds the temporaries
+_PICKED = -1.0  # squared distance given to rows already in the coreset: below every real one
 
 
 def random_projection(features: Tensor, dim: int, generator: torch.Generator,
@@ -46,140 +48,80 @@ def random_projection(features: Tensor, dim: int, generator: torch.Generator,
 
 
 def greedy_coreset(features: Tensor, size: int, *, seed: int = 0, projection_dim: int = 128,
-                   n_starts: int = 10, progress: bool = True) -> Tensor:
+                   n_starts: int = 10, pool_size: int = 4096, progress: bool = True) -> Tensor:
     """Indices (M,) of a greedy k-center coreset of ``size`` rows of ``features`` (N, D).
 
     ``n_starts`` random features seed the coreset (several starts keep the first picks from hinging on one
     random row); everything is deterministic given ``seed``. ``projection_dim`` ≥ D measures distances on
-    the features themselves.
+    the features themselves. ``pool_size`` only trades the length of a round against its bookkeeping; the
+    picks do not depend on it.
     """
     n = features.shape[0]
     if not 1 <= size <= n:
         raise ValueError(f"coreset size must be between 1 and {n}, got {size}")
-    if projection_dim < 1 or n_starts < 1:
-        raise ValueError(f"projection_dim and n_starts must be at least 1, got {projection_dim}, {n_starts}")
-    n_starts = min(n_starts, size)
+    if projection_dim < 1 or n_starts < 1 or pool_size < 1:
+        raise ValueError(f"projection_dim, n_starts and pool_size must be at least 1, "
+                         f"got {projection_dim}, {n_starts}, {pool_size}")
     generator = torch.Generator().manual_seed(seed)
-    x = random_projection(features, projection_dim, generator).numpy()  # (N, P)
-    starts = torch.randperm(n, generator=generator)[:n_starts].numpy()
-    with threadpool_limits(1, user_api="blas"):
-        cover = _Cover(x, size)
-        for row in starts:
-            cover.add(int(row))
-        steps = range(n_starts, size)
-        for _ in track(steps, "coreset") if progress else steps:
-            cover.add(cover.farthest())
-    return torch.from_numpy(cover.centres)
+    cover = _Cover(random_projection(features, projection_dim, generator))
+    starts = torch.randperm(n, generator=generator)[:min(n_starts, size)]
+    cover.add(starts)
+    picks = [starts]
+    rounds = _rounds(cover, size - len(starts), pool_size)
+    for new in track(rounds, "coreset", total=size - len(starts), steps=len) if progress else rounds:
+        picks.append(new)
+    return torch.cat(picks)
+
+
+def _rounds(cover: _Cover, remaining: int, pool_size: int):
+    """Yield the centres of each round (one tensor per round) until ``remaining`` are picked."""
+    while remaining > 0:
+        new = cover.pool_greedy(remaining, pool_size)
+        cover.add(new)
+        remaining -= len(new)
+        yield new
 
 
 class _Cover:
-    """The greedy state: each row's distance to its nearest centre, rows grouped by that centre.
+    """Each row's squared distance to its nearest centre so far (``_PICKED`` for the centres themselves)."""
 
-    Group ``a`` is ``members[start[a] : start[a] + count[a]]``; ``radius[a]`` is its largest distance. A
-    group only ever loses rows (to newer centres), and is rewritten in place when it does; a new centre's
-    group is appended at ``tail``. When the buffer is full, all groups are rebuilt from ``owner``.
-    """
-
-    def __init__(self, x: np.ndarray, size: int):
-        n, p = x.shape
+    def __init__(self, x: Tensor):
         self.x = x  # (N, P)
-        self.sq_norms = np.einsum("ij,ij->i", x, x)  # (N,)
-        self.centres = np.empty(size, dtype=np.int64)  # (M,)
-        self.centre_feats = np.empty((size, p), dtype=np.float32)  # (M, P)
-        self.centre_sq = np.empty(size, dtype=np.float32)  # (M,)
-        self.m = 0  # centres so far
-        self.min_d = np.full(n, np.inf, dtype=np.float32)  # (N,) distance to the nearest centre
-        self.owner = np.zeros(n, dtype=np.int32)  # (N,) that centre's position in `centres`
-        self.members = np.empty(2 * n, dtype=np.int64)
-        self.start = np.zeros(size, dtype=np.int64)
-        self.count = np.zeros(size, dtype=np.int64)
-        self.radius = np.zeros(size, dtype=np.float32)
-        self.tail = 0
+        self.sq_norms = torch.einsum("ij,ij->i", x, x)  # (N,)
+        self.min_d2 = torch.full((len(x),), float("inf"))  # (N,)
 
-    def farthest(self) -> int:
-        """The row farthest from its nearest centre (the lowest such row on ties)."""
-        largest = self.radius[:self.m].max()
-        rows, _ = self._gather(np.flatnonzero(self.radius[:self.m] == largest))
-        return int(rows[self.min_d[rows] == largest].min())
-
-    def add(self, row: int) -> None:
-        """Make ``row`` the next centre and move every row that is now closer to it into its group."""
-        m = self.m
-        c, c_sq = self.x[row], self.sq_norms[row]
-        self.centres[m], self.centre_feats[m], self.centre_sq[m] = row, c, c_sq
-        if m == 0:
-            moved = np.arange(len(self.x))
-            distances = self._distances(moved, c, c_sq)
-        else:
-            moved, distances = self._take_from_groups(m, c, c_sq)
-        self.min_d[moved], self.owner[moved] = distances, m
-        self.m += 1
-        self._append_group(m, moved)
-
-    def _take_from_groups(self, m: int, c: np.ndarray, c_sq: float) -> tuple[np.ndarray, np.ndarray]:
-        """Rows (and their new distances) that centre ``m`` takes from the earlier groups; those groups
-        are rewritten without them."""
-        centre_sq, centre_feats = self.centre_sq[:m], self.centre_feats[:m]
-        half = 0.5 * np.sqrt(np.maximum(centre_sq - 2 * (centre_feats @ c) + c_sq, 0))  # (m,)
-        groups = np.flatnonzero(half < self.radius[:m])  # (G,) the only groups that can lose rows
-        rows, group_of = self._gather(groups)
-        candidates = np.flatnonzero(half[groups][group_of] < self.min_d[rows])
-        distances = self._distances(rows[candidates], c, c_sq)
-        closer = distances < self.min_d[rows[candidates]]
-        keep = np.ones(len(rows), dtype=bool)
-        keep[candidates[closer]] = False
-        self._rewrite(groups, rows[keep], group_of[keep])
-        return rows[candidates[closer]], distances[closer]
-
-    def _gather(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of ``groups`` concatenated, and for each the position of its group in ``groups``."""
-        lengths = self.count[groups]
-        firsts = np.cumsum(lengths) - lengths
-        positions = np.repeat(self.start[groups] - firsts, lengths) + np.arange(lengths.sum())
-        return self.members[positions], np.repeat(np.arange(len(groups)), lengths)
-
-    def _rewrite(self, groups: np.ndarray, rows: np.ndarray, group_of: np.ndarray) -> None:
-        """Store ``rows`` (grouped, in order) as the whole content of ``groups``; update counts and radii."""
-        counts = np.bincount(group_of, minlength=len(groups))
-        firsts = np.cumsum(counts) - counts
-        rank = np.arange(len(rows)) - np.repeat(firsts, counts)
-        self.members[self.start[groups][group_of] + rank] = rows
-        self.count[groups] = counts
-        radius = np.zeros(len(groups), dtype=np.float32)
-        filled = counts > 0
-        if filled.any():
-            radius[filled] = np.maximum.reduceat(self.min_d[rows], firsts[filled])
-        self.radius[groups] = radius
-
-    def _append_group(self, m: int, rows: np.ndarray) -> None:
-        self.radius[m] = self.min_d[rows].max() if len(rows) else 0.0
-        if self.tail + len(rows) > len(self.members):  # compact: every group rebuilt from `owner`
-            n = len(self.owner)
-            self.members[:n] = np.argsort(self.owner, kind="stable")
-            self.count[:self.m] = np.bincount(self.owner, minlength=self.m)
-            self.start[:self.m] = np.cumsum(self.count[:self.m]) - self.count[:self.m]
-            self.tail = n
-            return
-        self.members[self.tail:self.tail + len(rows)] = rows
-        self.start[m], self.count[m] = self.tail, len(rows)
-        self.tail += len(rows)
-
-    def _distances(self, rows: np.ndarray, c: np.ndarray, c_sq: float) -> np.ndarray:
-        """Euclidean distances of ``rows`` to the centre ``c``, in chunks of rows."""
+    def pool_greedy(self, limit: int, pool_size: int) -> Tensor:
+        """Up to ``limit`` next greedy picks, found among the ``pool_size`` rows farthest from the coreset."""
         n = len(self.x)
-        if 4 * len(rows) > n:  # many rows: measure every row in order, on views (no gathered copies)
-            everything = np.empty(n, dtype=np.float32)
-            for begin in range(0, n, _CHUNK):
-                everything[begin:begin + _CHUNK] = self._measure(slice(begin, begin + _CHUNK), c, c_sq)
-            return everything[rows]
-        out = np.empty(len(rows), dtype=np.float32)
-        for begin in range(0, len(rows), _CHUNK):
-            out[begin:begin + _CHUNK] = self._measure(rows[begin:begin + _CHUNK], c, c_sq)
-        return out
+        if pool_size < n:
+            top = torch.topk(self.min_d2, pool_size + 1)
+            tau, pool = top.values[-1].item(), top.indices[:-1].sort().values  # sorted: argmax → lowest row
+        else:
+            tau, pool = _PICKED, torch.arange(n)
+        pool_d2, pool_x, pool_sq = self.min_d2[pool].clone(), self.x[pool], self.sq_norms[pool]  # (T,), (T, P)
+        picks = []
+        while len(picks) < limit:
+            j = int(pool_d2.argmax())
+            if pool_d2[j].item() <= tau:  # a row outside the pool may now be as far: end the round
+                break
+            picks.append(j)
+            d2 = (pool_sq - 2 * (pool_x @ pool_x[j]) + pool_sq[j]).clamp_(min=0)
+            torch.minimum(pool_d2, d2, out=pool_d2)
+            pool_d2[j] = _PICKED
+        if not picks:  # the pool's farthest ties with τ: the plain algorithm's pick, the lowest such row
+            return self.min_d2.argmax().view(1)
+        return pool[picks]
 
-    def _measure(self, rows: np.ndarray | slice, c: np.ndarray, c_sq: float) -> np.ndarray:
-        """Distances of one chunk of rows (indices, or a slice: a view) to ``c``."""
-        return np.sqrt(np.maximum(self.sq_norms[rows] - 2 * (self.x[rows] @ c) + c_sq, 0))
+    def add(self, centres: Tensor) -> None:
+        """Lower every row's distance to account for ``centres`` (b,), in blocks of rows × centres."""
+        c, c_sq = self.x[centres], self.sq_norms[centres]  # (b, P), (b,)
+        rows = max(1, _BLOCK // len(centres))
+        for begin in range(0, len(self.x), rows):
+            end = begin + rows
+            d2 = torch.addmm(c_sq, self.x[begin:end], c.T, alpha=-2).amin(dim=1)  # (rows,) minus ‖x‖²
+            d2 = (d2 + self.sq_norms[begin:end]).clamp_(min=0)
+            torch.minimum(self.min_d2[begin:end], d2, out=self.min_d2[begin:end])
+        self.min_d2[centres] = _PICKED
 
 
 def coreset_size(n: int, ratio: float) -> int:

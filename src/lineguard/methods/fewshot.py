@@ -20,17 +20,24 @@ memory_bank``), where the support misses most of the line's variation:
 * ``baseline_quantile`` 0.25: image scores are measured from the image's own lower-quartile patch score
   (``scoring.image.above_baseline``). A look the bank lacks raises every patch of an image, a defect only
   its own; this added another 0.011 (maps keep absolute distances).
+* ``normalize_lighting``: every support and query image is given the support's average grey level and
+  contrast (``features/lighting.py``) before the backbone, so a query lit unlike any support image no longer
+  shifts all its patches: 0.796 → 0.815 image AUROC and 0.660 → 0.676 AUPRO, pixel AUROC unchanged. One gain
+  and offset per image for all three channels: colour casts and local changes stay visible, a part that is
+  darker as a whole does not (switch it off where that is the defect).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Self
 
 import torch
 from torch import Tensor
 
 from lineguard.features.augment import Augmentations
 from lineguard.features.extractor import fit_size
+from lineguard.features.lighting import lighting, match_lighting
 from lineguard.methods.base import ImageInput, as_batches, register
 from lineguard.methods.patchcore import PatchCore
 from lineguard.methods.siamese import PatchEncoder, load_encoder
@@ -46,7 +53,8 @@ class FewShot(PatchCore):
                  zooms: int = 0, zoom_delta: float = 0.1, brightness: int = 6, brightness_delta: float = 0.6,
                  contrast: int = 0, contrast_delta: float = 0.2, coreset_ratio: float = 0.25, b: int = 9,
                  search: str = "auto", sigma: float = 4.0, baseline_quantile: float | None = 0.25, seed: int = 0,
-                 weights: str | None = None, device: str = "cpu", batch_size: int = 16, encoder: str | None = None):
+                 normalize_lighting: bool = True, weights: str | None = None, device: str = "cpu",
+                 batch_size: int = 16, encoder: str | None = None):
         super().__init__(backbone=backbone, levels=levels, image_size=image_size, radius=radius,
                          coreset_ratio=coreset_ratio, b=b, search=search, sigma=sigma,
                          baseline_quantile=baseline_quantile, seed=seed, weights=weights, device=device,
@@ -64,6 +72,7 @@ class FewShot(PatchCore):
         self.brightness_delta = brightness_delta
         self.contrast = contrast
         self.contrast_delta = contrast_delta
+        self.normalize_lighting = normalize_lighting
         self.encoder = encoder
 
     def feature_head(self) -> PatchEncoder | None:
@@ -90,8 +99,28 @@ class FewShot(PatchCore):
         super()._check_params()
         self.augmentations()
 
+    def fit(self, images: ImageInput) -> Self:
+        """Build the bank from the support set; with ``normalize_lighting``, first note the support's average
+        lighting, which every support and query image is matched to."""
+        self._check_params()
+        support = [fit_size(batch.float(), self.image_size) for batch in as_batches(images, self.batch_size)]
+        if self.normalize_lighting and support:
+            self.lighting_ = lighting(torch.cat(support)).mean(dim=0)  # (2,): mean, standard deviation
+        elif hasattr(self, "lighting_"):
+            del self.lighting_
+        return super().fit(support)
+
+    def _matched(self, batches: Iterable[Tensor]) -> Iterator[Tensor]:
+        """``batches`` with the support's lighting, when the detector was fitted with lighting matching."""
+        reference = getattr(self, "lighting_", None)
+        for batch in batches:
+            yield batch.float() if reference is None else match_lighting(batch.float(), reference)
+
     def _bank_images(self, images: ImageInput) -> Iterator[Tensor]:
         """Batches of (≤ batch_size, 3, S, S) support views, augmented one input batch at a time."""
         augment, generator = self.augmentations(), torch.Generator().manual_seed(self.seed)
-        for batch in as_batches(images, self.batch_size):
-            yield from augment.expand(fit_size(batch.float(), self.image_size), generator).split(self.batch_size)
+        for batch in self._matched(as_batches(images, self.batch_size)):
+            yield from augment.expand(batch, generator).split(self.batch_size)
+
+    def _query_images(self, images: ImageInput) -> Iterator[Tensor]:
+        return self._matched(super()._query_images(images))

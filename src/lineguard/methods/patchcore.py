@@ -75,6 +75,10 @@ class PatchCore(BackboneFeatures, Detector):
         """The image batches whose patches the bank is built from: here the normal images themselves."""
         return as_batches(images, self.batch_size)
 
+    def _query_images(self, images: ImageInput) -> Iterable[Tensor]:
+        """The image batches ``predict`` scores, as given (few-shot first matches their lighting)."""
+        return as_batches(images, self.batch_size)
+
     def _features(self, batches: Iterable[Tensor], description: str) -> Iterator[Tensor]:
         """(B, D, h, w) patch features of each batch, channel-reduced when ``reduce_dim`` asks for it."""
         for feats in self.extractor.iterate(batches, description):
@@ -99,7 +103,7 @@ class PatchCore(BackboneFeatures, Detector):
             self._index = NearestNeighbours(self.memory_bank_, backend=self.search)
         scores, maps = [], []
         size = (self.image_size, self.image_size)
-        for feats in self._features(as_batches(images, self.batch_size), f"{self.name}: scoring"):
+        for feats in self._features(self._query_images(images), f"{self.name}: scoring"):
             n, _, h, w = feats.shape
             queries = flatten_patches(feats)  # (B·h·w, D)
             dist, nearest = self._index.search(queries, k=1)  # (B·h·w, 1) each
