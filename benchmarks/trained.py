@@ -36,6 +36,7 @@ DATASETS = {"bottle": DATA / "mvtec_ad" / "bottle", "magnetic_tile": DATA / "mtd
 METHODS = ["autoencoder", "dfr", "cse"]
 SHOTS = [2, 4, 8]
 KSHOT = ROOT / "memory_bank.py"
+BACKBONE = "effnet-lite0"  # the encoders are trained on its features
 KSHOT_ROWS = ROOT / "results" / "memory_bank" / "kshot.jsonl"
 PAIRS = (("bottle", "magnetic_tile"), ("magnetic_tile", "bottle"))  # encoder trained on, few-shot on
 # Training length per dataset where the defaults would exceed 15 min on this 2-core CPU: magnetic tile has 3.6×
@@ -101,8 +102,9 @@ def fewshot_rows(work: Path, threads: int | None, *, run: bool) -> list[dict]:
             subprocess.check_call([sys.executable, str(KSHOT), "kshot", "--data", str(DATASETS[target]),
                                    "--method", "fewshot", *[f"--shots={k}" for k in SHOTS],
                                    *[f"--param={p}" for p in params], *([f"--threads={threads}"] if threads else [])])
+    runs = {key: json.loads(key) for key in benchmarking.read_rows(KSHOT_ROWS)}
     return [row for key, row in benchmarking.read_rows(KSHOT_ROWS).items()
-            if json.loads(key)["method"] == "fewshot" and json.loads(key)["shots"] in SHOTS]
+            if runs[key]["method"] == "fewshot" and runs[key]["shots"] in SHOTS and runs[key]["backbone"] == BACKBONE]
 
 
 def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
@@ -127,7 +129,7 @@ def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
     for source, target in PAIRS:
         for k in SHOTS:
             plain, encoded = cells.get((target, k, "plain")), cells.get((target, k, source))
-            diff = f"{statistics.fmean(encoded) - statistics.fmean(plain):+.3f}" if plain and encoded else "–"
+            diff = f"{statistics.fmean(encoded) - statistics.fmean(plain):+.4f}" if plain and encoded else "–"
             lines.append(f"| {target} | {source} | {k} | {cell(plain)} | {cell(encoded)} | {diff} |")
     return lines
 
@@ -148,7 +150,7 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
     runs = [run for name, data in DATASETS.items() for method in METHODS
-            for run in benchmarking.plan(data=[data], methods=[method], backbones=["effnet-lite0"], shots=[None],
+            for run in benchmarking.plan(data=[data], methods=[method], backbones=[BACKBONE], shots=[None],
                                          seeds=[0], params=TRAINING_PARAMS.get((method, name), []),
                                          image_size=None)]
     run_all = finished_rows if args.table_only else lambda plan, out: benchmarking.run_all(plan, out, runner=lineguard)
