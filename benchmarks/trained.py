@@ -102,9 +102,9 @@ def fewshot_rows(work: Path, threads: int | None, *, run: bool) -> list[dict]:
             subprocess.check_call([sys.executable, str(KSHOT), "kshot", "--data", str(DATASETS[target]),
                                    "--method", "fewshot", *[f"--shots={k}" for k in SHOTS],
                                    *[f"--param={p}" for p in params], *([f"--threads={threads}"] if threads else [])])
-    runs = {key: json.loads(key) for key in benchmarking.read_rows(KSHOT_ROWS)}
-    return [row for key, row in benchmarking.read_rows(KSHOT_ROWS).items()
-            if runs[key]["method"] == "fewshot" and runs[key]["shots"] in SHOTS and runs[key]["backbone"] == BACKBONE]
+    rows = [(json.loads(key), row) for key, row in benchmarking.read_rows(KSHOT_ROWS).items()]
+    return [row for run, row in rows
+            if run["method"] == "fewshot" and run["shots"] in SHOTS and run["backbone"] == BACKBONE]
 
 
 def encoder_comparison(rows: list[dict], work: Path) -> list[str]:

@@ -77,8 +77,9 @@ def parse_param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise typer.BadParameter(f"expected KEY=VALUE, got {text!r}")
-    if value.strip().lower() in _WORDS:
-        return key.strip(), _WORDS[value.strip().lower()]
+    word = value.strip().lower()
+    if word in _WORDS:
+        return key.strip(), _WORDS[word]
     try:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:

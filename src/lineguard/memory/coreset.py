@@ -25,6 +25,8 @@ row, as ``argmax`` would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -73,7 +75,7 @@ def greedy_coreset(features: Tensor, size: int, *, seed: int = 0, projection_dim
     return torch.cat(picks)
 
 
-def _rounds(cover: _Cover, remaining: int, pool_size: int):
+def _rounds(cover: _Cover, remaining: int, pool_size: int) -> Iterator[Tensor]:
     """Yield the centres of each round (one tensor per round) until ``remaining`` are picked."""
     while remaining > 0:
         new = cover.pool_greedy(remaining, pool_size)

@@ -102,7 +102,6 @@ class FewShot(PatchCore):
     def fit(self, images: ImageInput) -> Self:
         """Build the bank from the support set; with ``normalize_lighting``, first note the support's average
         lighting, which every support and query image is matched to."""
-        self._check_params()
         support = [fit_size(batch.float(), self.image_size) for batch in as_batches(images, self.batch_size)]
         if self.normalize_lighting and support:
             self.lighting_ = lighting(torch.cat(support)).mean(dim=0)  # (2,): mean, standard deviation
@@ -117,7 +116,8 @@ class FewShot(PatchCore):
             yield batch.float() if reference is None else match_lighting(batch.float(), reference)
 
     def _bank_images(self, images: ImageInput) -> Iterator[Tensor]:
-        """Batches of (≤ batch_size, 3, S, S) support views, augmented one input batch at a time."""
+        """Batches of (≤ batch_size, 3, S, S) views of the support ``fit`` resized, augmented one input batch
+        at a time."""
         augment, generator = self.augmentations(), torch.Generator().manual_seed(self.seed)
         for batch in self._matched(as_batches(images, self.batch_size)):
             yield from augment.expand(batch, generator).split(self.batch_size)
