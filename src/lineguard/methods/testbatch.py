@@ -108,7 +108,9 @@ class BatchCoreset(ZeroDataDetector):
       each of 3 seeds) and within 0.001 on bottle, but on synthetic parts on a plain background (6 batches)
       0.90 against 0.95: there the low quantile is background, and its noise enters the image score;
     - ``rescore_k`` None: (1, 2, 3) neighbour counts of the image re-scoring ([] turns it off);
-    - ``sigma`` 4 px map blur, as PatchCore; ``seed`` for the image samples and k-center starts.
+    - ``sigma`` 0 px: no map blur, as MuSc — the 32 × 32 grid upsampled bilinearly is smooth already, and
+      4 px (PatchCore's) lowered AUPRO on both benchmark sets (bottle 0.950 → 0.945, Magnetic Tile 0.674 →
+      0.673; image scores do not depend on it); ``seed`` for the image samples and k-center starts.
     """
 
     name = "testbatch"
@@ -118,7 +120,7 @@ class BatchCoreset(ZeroDataDetector):
                  rounds: int = 3, exclusion_fraction: float = 0.1, support_fraction: float = 0.3,
                  grow_quantile: float = 0.5, support_images: int = 32, max_candidates: int = 2048,
                  tolerance: float = 0.01, k_nearest: int = 3, top_k: int = 3,
-                 baseline_quantile: float | None = None, rescore_k: list[int] | None = None, sigma: float = 4.0,
+                 baseline_quantile: float | None = None, rescore_k: list[int] | None = None, sigma: float = 0.0,
                  seed: int = 0,
                  weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
