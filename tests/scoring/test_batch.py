@@ -79,6 +79,26 @@ def test_match_bank_excludes_each_image_from_its_own_reference(monkeypatch, bloc
     assert patch_dist[0, 2] > 0.01
 
 
+@pytest.mark.parametrize("bank_size", [3, 37, 130])
+def test_match_bank_k_nearest_matches_brute_force(bank_size):
+    g = torch.Generator().manual_seed(bank_size)
+    queries = torch.randn(6, 5, 4, generator=g)
+    bank_images = torch.randint(-1, 8, (bank_size,), generator=g)
+    bank = torch.randn(bank_size, 4, generator=g)
+    bank[-1] = bank[0]  # a duplicate row: both copies count
+    k = min(3, bank_size)
+    patch_dist, bank_dist = match_bank(queries, bank, bank_images, k=k)
+    only_patches, none = match_bank(queries, bank, bank_images, k=k, directions="patches")
+    assert none is None and torch.allclose(only_patches, patch_dist, atol=1e-6)
+    d = torch.cdist(queries.double(), bank.double()[None]).float()  # (N, L, M)
+    for i in range(6):
+        own = bank_images == i
+        expected = d[i][:, ~own].topk(k, dim=1, largest=False).values.mean(1) if (~own).sum() >= k else None
+        if expected is not None:
+            assert torch.allclose(patch_dist[i], expected, atol=1e-5)
+        assert torch.allclose(bank_dist[~own, i], d[i][:, ~own].amin(0), atol=1e-5)
+
+
 def test_match_bank_with_only_own_rows_gives_inf():
     patch_dist, _ = match_bank(torch.zeros(2, 3, 2), torch.ones(2, 2), torch.tensor([0, 0]))
     assert torch.all(torch.isinf(patch_dist[0])) and torch.allclose(patch_dist[1], torch.full((3,), 2**0.5))
