@@ -28,6 +28,8 @@ from lineguard.io.datasets import load_dataset
 from lineguard.methods import create
 from lineguard.metrics import aupro, pixel_auroc
 
+SIZE = 256  # the anchor's image size, at which both tools' maps and masks are compared
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,14 +41,14 @@ def main() -> None:
     args = parser.parse_args()
 
     result = evaluate_detector(create("patchcore", backbone="effnet-lite0", seed=args.seed),
-                               load_dataset(args.dataset), image_size=256)
+                               load_dataset(args.dataset), image_size=SIZE)
     with open(args.anomalib_scores) as f:
         position = {row["image"]: i for i, row in enumerate(csv.DictReader(f))}
     order = [position[f"{s.path.parent.name}/{s.path.name}"] for s in result.samples]
     peer = np.load(args.anomalib_maps)
-    maps = {"anomalib": torch.from_numpy(peer["maps"]).reshape(len(position), 256, 256)[order],
+    maps = {"anomalib": torch.from_numpy(peer["maps"]).reshape(len(position), SIZE, SIZE)[order],
             "lineguard": result.prediction.maps}
-    masks = {"anomalib": torch.from_numpy(peer["masks"]).reshape(len(position), 256, 256)[order],
+    masks = {"anomalib": torch.from_numpy(peer["masks"]).reshape(len(position), SIZE, SIZE)[order],
              "lineguard": result.masks}
     rows = {f"{m} maps, {g} masks": {"pixel_auroc": pixel_auroc(masks[g], maps[m]), "aupro": aupro(masks[g], maps[m])}
             for m in maps for g in masks}

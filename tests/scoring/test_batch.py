@@ -93,8 +93,8 @@ def test_match_bank_k_nearest_matches_brute_force(bank_size):
     d = torch.cdist(queries.double(), bank.double()[None]).float()  # (N, L, M)
     for i in range(6):
         own = bank_images == i
-        expected = d[i][:, ~own].topk(k, dim=1, largest=False).values.mean(1) if (~own).sum() >= k else None
-        if expected is not None:
+        if (~own).sum() >= k:  # else the image has fewer than k rows of other images: +inf, tested below
+            expected = d[i][:, ~own].topk(k, dim=1, largest=False).values.mean(1)
             assert torch.allclose(patch_dist[i], expected, atol=1e-5)
         assert torch.allclose(bank_dist[~own, i], d[i][:, ~own].amin(0), atol=1e-5)
 
