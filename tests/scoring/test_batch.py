@@ -79,7 +79,7 @@ def test_match_bank_excludes_each_image_from_its_own_reference(monkeypatch, bloc
     assert patch_dist[0, 2] > 0.01
 
 
-@pytest.mark.parametrize("bank_size", [3, 37, 130])
+@pytest.mark.parametrize("bank_size", [3, 37, 130, 1000])  # 1000: selected by groups of columns, padded
 def test_match_bank_k_nearest_matches_brute_force(bank_size):
     g = torch.Generator().manual_seed(bank_size)
     queries = torch.randn(6, 5, 4, generator=g)
@@ -97,6 +97,19 @@ def test_match_bank_k_nearest_matches_brute_force(bank_size):
             expected = d[i][:, ~own].topk(k, dim=1, largest=False).values.mean(1)
             assert torch.allclose(patch_dist[i], expected, atol=1e-5)
         assert torch.allclose(bank_dist[~own, i], d[i][:, ~own].amin(0), atol=1e-5)
+
+
+def test_smallest_by_column_groups_matches_topk_when_minima_cluster_or_tie():
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(5, 6 * batch._GROUP, generator=g) + 1  # six groups of columns
+    d[0, 5:8] = torch.tensor([0.3, 0.1, 0.2])  # the three smallest share one group
+    d[1, [3, 70, 200]] = 0.5  # one value in three groups
+    d[2, [64, 65, 300]] = torch.tensor([0.2, 0.2, 0.1])  # a tie inside a group, its equal elsewhere
+    d[3] = 1.0  # every value tied
+    d[4, 0] = float("inf")  # a padding-like column
+    assert torch.equal(batch._smallest(d, 3, grouped=True), d.topk(3, largest=False).values)
+    assert torch.equal(batch._smallest(d.view(5, 1, -1), 2, grouped=True),
+                       d.topk(2, largest=False).values.view(5, 1, 2))
 
 
 def test_match_bank_with_only_own_rows_gives_inf():

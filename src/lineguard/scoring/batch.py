@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _BLOCK_ENTRIES = 1_048_576  # distances per block: 4 MB of float32 stays in cache (larger blocks ran slower)
+_GROUP = 64  # bank columns per group when selecting k > 1 nearest (a power of two: group minima vectorise)
 
 
 def _images_per_block(patches_per_image: int, other_rows: int) -> int:
@@ -36,11 +37,34 @@ def _query_factor(rows: Tensor, with_norms: bool = True) -> Tensor:
     return torch.cat([rows, norms, torch.ones_like(norms)], dim=1)
 
 
-def _bank_factor(rows: Tensor) -> Tensor:
-    """(M, D) -> (M, D + 2): [−2b, 1, ‖b‖²], so that a query factor times it is ‖q − b‖²."""
+def _bank_factor(rows: Tensor, padded_to: int = 0) -> Tensor:
+    """(M, D) -> (max(M, padded_to), D + 2): [−2b, 1, ‖b‖²], so that a query factor times it is ‖q − b‖²;
+    padding rows [0, 0, +inf] are at +inf from every query."""
     rows = rows.float()
     norms = rows.pow(2).sum(1, keepdim=True)
-    return torch.cat([-2 * rows, torch.ones_like(norms), norms], dim=1)
+    factor = torch.cat([-2 * rows, torch.ones_like(norms), norms], dim=1)
+    if padded_to <= len(rows):
+        return factor
+    padding = factor.new_zeros(padded_to - len(rows), factor.shape[1])
+    padding[:, -1] = float("inf")
+    return torch.cat([factor, padding])
+
+
+def _smallest(d2: Tensor, k: int, grouped: bool) -> Tensor:
+    """(..., M) -> (..., k): the k smallest values along the last axis, ascending.
+
+    ``topk`` costs about 3 ns per value, a minimum about 0.3 ns. The k smallest values lie in the k groups of
+    ``_GROUP`` columns with the smallest minima (a value outside them has k group minima at or below it), so
+    when ``grouped`` (M a multiple of ``_GROUP``) topk runs on those k groups only: a 1,024 × 1,408 block
+    takes 2.1 ms instead of 3.4 ms, with the same values.
+    """
+    if not grouped:
+        return d2.topk(k, dim=-1, largest=False).values
+    *lead, columns = d2.shape
+    groups = d2.reshape(-1, columns // _GROUP, _GROUP)
+    best = groups.amin(2).topk(k, dim=1, largest=False, sorted=False).indices  # (Q, k)
+    candidates = groups[torch.arange(len(groups)).unsqueeze(1), best].view(len(groups), k * _GROUP)
+    return candidates.topk(k, dim=1, largest=False).values.view(*lead, k)
 
 
 class _DistanceBlocks:
@@ -136,19 +160,22 @@ def match_bank(queries: Tensor, bank: Tensor, bank_images: Tensor, *, k: int = 1
     # ‖b‖² − 2 q·b ranks the bank for each query: ‖q‖² is added after the selection when only that direction
     # is needed
     query_norms = directions != "patches"
-    right, distances = _bank_factor(sorted_bank), _DistanceBlocks()
+    # k > 1 selects within groups of columns (``_smallest``): the bank is padded to whole groups
+    grouped = directions != "bank" and k > 1 and len(bank) >= 4 * k * _GROUP
+    right = _bank_factor(sorted_bank, -(-len(bank) // _GROUP) * _GROUP if grouped else 0)
+    distances = _DistanceBlocks()
     patch_dist = torch.empty(n, patches) if directions != "bank" else None
     bank_dist = torch.empty(len(bank), n) if directions != "patches" else None
-    step = _images_per_block(patches, len(bank))
+    step = _images_per_block(patches, len(right))
     for a in range(0, n, step):
         rows = queries[a:a + step].reshape(-1, dim)
-        d2 = distances(_query_factor(rows, query_norms), right).view(-1, patches, len(bank))  # (nb, L, M)
+        d2 = distances(_query_factor(rows, query_norms), right).view(-1, patches, len(right))  # (nb, L, M)
         for i in range(d2.shape[0]):
             d2[i, :, bounds[0, a + i]:bounds[1, a + i]] = float("inf")
         if bank_dist is not None:
-            bank_dist[order, a:a + step] = d2.amin(1).T
+            bank_dist[order, a:a + step] = d2[..., :len(bank)].amin(1).T
         if patch_dist is not None:
-            nearest = d2.amin(2, keepdim=True) if k == 1 else d2.topk(k, dim=2, largest=False).values
+            nearest = d2.amin(2, keepdim=True) if k == 1 else _smallest(d2, k, grouped)
             if not query_norms:
                 nearest += rows.float().pow(2).sum(1).view(-1, patches, 1)
             patch_dist[a:a + step] = nearest.clamp_min_(0).sqrt_().mean(2)
