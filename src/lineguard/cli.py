@@ -40,7 +40,7 @@ from lineguard.methods import (
 from lineguard.methods.base import NotCalibratedError
 from lineguard.metrics import MetricError
 from lineguard.report.overlay import mask_image
-from lineguard.report.runs import evaluation_report, findings, save_thresholds, store_report
+from lineguard.report.runs import evaluation_report, findings, load_thresholds, save_thresholds, store_report
 from lineguard.scoring.regions import Finding
 from lineguard.scoring.threshold import RULES, CalibrationError, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
@@ -52,6 +52,8 @@ console = Console(stderr=True)
 out = Console()
 
 DEFAULT_BACKBONE = "effnet-lite0"
+GOOD_IMAGE_RULES = tuple(r for r in RULES if r != "f1")  # the rules that need no labels
+MIN_BATCH_FOR_DECISIONS = 8  # a test-batch method decides from its batch's median and MAD: not from fewer images
 USER_ERRORS = (ImageError, DatasetError, WeightsNotFoundError, NotFittedError, NotCalibratedError,
                MetricError, FileNotFoundError, ValueError, TypeError)
 
@@ -149,7 +151,7 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: Annota
         weights: WeightsOpt = None, device: DeviceOpt = None, param: ParamOpt = None,
         batch_size: int = 16,
         calibrate: Annotated[str, typer.Option(help="Threshold rule on held-out good images: mu3sigma, "
-                                                    "quantile, or none.")] = "mu3sigma",
+                                                    "mad, quantile, or none.")] = "mu3sigma",
         false_alarm_rate: FalseAlarmOpt = 0.01,
         holdout: Annotated[float, typer.Option(help="Share of good training images held out of fit to "
                                                     "calibrate on (at least 2).")] = 0.2) -> None:
@@ -162,8 +164,8 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: Annota
     dataset = load_dataset(data)
     held_out: list[Path] = []
     if calibrate != "none" and detector.uses_normal_images:
-        if calibrate not in ("mu3sigma", "quantile"):
-            raise typer.BadParameter(f"--calibrate must be mu3sigma, quantile or none, got {calibrate!r}")
+        if calibrate not in GOOD_IMAGE_RULES:
+            raise typer.BadParameter(f"--calibrate must be {', '.join(GOOD_IMAGE_RULES)} or none, got {calibrate!r}")
         held_out = holdout_split(dataset.good_train, holdout, seed)
         dataset = replace(dataset, train=[s for s in dataset.train if s.path not in set(held_out)])
     support = select_support(dataset, shots, seed)
@@ -265,11 +267,11 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         paths = list_images(*inputs[1:])
     store = ResultStore(out_dir)
     thresholds = detector.thresholds
-    if thresholds is None:
+    if thresholds is not None:
+        save_thresholds(store.folder, thresholds)
+    elif detector.uses_normal_images:
         console.print("[yellow]the model has no thresholds: results get scores but no decisions "
                       "(see `lineguard calibrate`)[/yellow]")
-    else:
-        save_thresholds(store.folder, thresholds)
     paths = [p.resolve() for p in paths]
     todo = [p for p in paths if p not in store]
     console.print(f"{len(paths)} images, {len(paths) - len(todo)} already in {store.path}, {len(todo)} to score")
@@ -282,6 +284,8 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         batches = ImageBatches(chunk, size=working_size(detector), batch_size=batch_size)
         prediction = detector.predict(batches)
         failed += batches.failed
+        if not detector.uses_normal_images:
+            thresholds = batch_thresholds(store, prediction.scores, prediction.maps)
         for path, score, anomaly_map, finding in zip(batches.loaded, prediction.scores, prediction.maps,
                                                      findings(prediction.scores, prediction.maps, thresholds),
                                                      strict=True):
@@ -293,6 +297,31 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
     if report and len(store):
         page = write_store_report(store, detector)
         out.print(f"report: {page}")
+
+
+def batch_thresholds(store: ResultStore, scores: torch.Tensor, maps: torch.Tensor) -> Thresholds | None:
+    """Decisions for a batch scored against itself, from the batch: median + 3 robust sd of its image scores
+    and map maxima (rule ``mad``), since defects are rare in a batch from a line. None (scores only) for a
+    batch too small to estimate a spread, scores that do not spread, or an --out folder that holds decisions
+    made on another batch."""
+    if len(scores) < MIN_BATCH_FOR_DECISIONS:
+        console.print(f"[yellow]{len(scores)} images: too few to decide from the batch itself (at least "
+                      f"{MIN_BATCH_FOR_DECISIONS}); results get scores only[/yellow]")
+        return None
+    try:
+        thresholds = calibrate_thresholds(scores, maps, rule="mad")
+    except CalibrationError as error:
+        console.print(f"[yellow]no decisions: {error}[/yellow]")
+        return None
+    thresholds = replace(thresholds, calibration=f"{thresholds.calibration} of this batch (defects assumed rare)")
+    existing = load_thresholds(store.folder)
+    if existing is not None and existing != thresholds:
+        console.print(f"[yellow]{store.folder} holds decisions made on another batch: the new results get scores "
+                      "only (use a new --out folder for decisions)[/yellow]")
+        return None
+    save_thresholds(store.folder, thresholds)
+    describe_thresholds(thresholds)
+    return thresholds
 
 
 def result_row(store: ResultStore, path: Path, score: float, method: str, finding: Finding | None) -> dict:

@@ -20,7 +20,6 @@ against the grown reference are in the window.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ from lineguard.memory.knn import pairwise_sq_distances
 from lineguard.methods.zero_data import combine_views
 from lineguard.scoring.image import top_k_mean
 from lineguard.scoring.maps import anomaly_maps
+from lineguard.scoring.threshold import robust_threshold
 
-MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
 @dataclass(frozen=True)
@@ -120,9 +119,7 @@ class LineMonitor:
         """median + mad_factor · 1.4826 · MAD of the recent scores (NaN before ``warmup`` scores)."""
         if len(self.scores) < self.warmup:
             return math.nan
-        median = statistics.median(self.scores)
-        mad = statistics.median(abs(s - median) for s in self.scores)
-        return median + self.mad_factor * MAD_TO_SIGMA * mad
+        return robust_threshold(list(self.scores), self.mad_factor)
 
     def score(self, image: Tensor) -> Decision:
         """Score one (3, H, W) image in [0, 1], decide, and let it join the reference if it looks normal."""

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lineguard.cli import app
+from lineguard.cli import MIN_BATCH_FOR_DECISIONS, app
 from lineguard.io.datasets import load_dataset
+from lineguard.synthetic import make_batch
 
 runner = CliRunner()
 
@@ -96,6 +97,42 @@ def test_uncalibrated_models_predict_without_decisions(mvtec_folder, tmp_path):
     assert "no thresholds" in output
     row = json.loads((tmp_path / "r" / "results.jsonl").read_text().splitlines()[0])
     assert "decision" not in row and "uncalibrated" in (tmp_path / "r" / "report" / "index.html").read_text()
+
+
+def write_batch(folder, items):
+    folder.mkdir()
+    for i, item in enumerate(items):
+        Image.fromarray(item.image).save(folder / f"{i:02d}_{item.defect}.png")
+    return folder
+
+
+def test_a_test_batch_method_decides_from_the_batch_itself(tmp_path):
+    items = make_batch(16, 0, kind="part", size=128, seed=21)
+    items[3].image[40:70, 50:80] = 12  # a dark blot on one part
+    out = tmp_path / "r"
+    output = invoke("predict", "--method", "testbatch", write_batch(tmp_path / "line", items), "--out", out,
+                    "--image-size", 128, "--param", "sample_size=6").output
+    assert "of this batch" in " ".join(output.split()) and "no thresholds" not in output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["path"].endswith("03_good.png") for r in rows if r["decision"] == "defect"] == [True]
+    assert all(r["decision"] == ("defect" if r["normalized_score"] >= 1.0 else "ok") for r in rows)
+    assert (out / "thresholds.json").exists()
+
+    # another batch into the same folder: its decisions would use other thresholds, so it gets scores only
+    other = write_batch(tmp_path / "other", make_batch(10, 1, kind="part", size=128, seed=5))
+    output = invoke("predict", "--method", "testbatch", other, "--out", out, "--image-size", 128,
+                    "--param", "sample_size=6").output
+    assert "another batch" in " ".join(output.split())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 27 and sum("decision" in r for r in rows) == 16
+
+
+def test_a_batch_too_small_for_a_spread_gets_scores_only(tmp_path):
+    line = write_batch(tmp_path / "line", make_batch(MIN_BATCH_FOR_DECISIONS - 2, 1, kind="part", size=128))
+    output = invoke("predict", "--method", "mutual", line, "--out", tmp_path / "r", "--image-size", 128).output
+    assert "too few" in output
+    rows = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == MIN_BATCH_FOR_DECISIONS - 1 and not any("decision" in r for r in rows)
 
 
 def test_holdout_needs_images_to_spare(mvtec_folder, tmp_path):

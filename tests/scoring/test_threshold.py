@@ -17,12 +17,24 @@ from lineguard.scoring.threshold import (
     f1_threshold,
     mu_sigma_threshold,
     quantile_threshold,
+    robust_threshold,
 )
 
 
 def test_mu_sigma_by_hand():
     # mean 5, squared deviations 9+1+1+9 = 20, sample variance 20/3
     assert mu_sigma_threshold(torch.tensor([2.0, 4.0, 6.0, 8.0])) == pytest.approx(5 + 3 * math.sqrt(20 / 3))
+
+
+def test_robust_threshold_by_hand_ignores_a_far_outlier():
+    # median 3, absolute deviations 2, 1, 0, 1, 97 -> MAD 1
+    assert robust_threshold(np.array([1.0, 2.0, 3.0, 4.0, 100.0])) == pytest.approx(3 + 3 * 1.4826)
+    assert robust_threshold([1.0, 2.0, 3.0, 4.0, 1e6], factor=2) == pytest.approx(3 + 2 * 1.4826)
+
+
+def test_robust_threshold_of_normal_scores_is_about_mean_plus_three_sd():
+    scores = np.random.default_rng(0).normal(10.0, 2.0, size=20_000)
+    assert robust_threshold(scores) == pytest.approx(16.0, abs=0.1)
 
 
 def test_quantile_by_hand():
@@ -59,6 +71,7 @@ def test_f1_threshold_matches_brute_force():
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: mu_sigma_threshold([1.0]), "at least 2"),
     (lambda: mu_sigma_threshold([1.0, float("nan")]), "NaN"),
+    (lambda: robust_threshold([]), "at least 1"),
     (lambda: quantile_threshold([1.0, 2.0], 0.0), "false_alarm_rate"),
     (lambda: quantile_threshold(np.ones((2, 2)), 0.1), r"\(N,\)"),
     (lambda: calibrate(torch.ones(3), torch.ones(3, 2, 2), rule="max"), "unknown calibration rule"),
@@ -78,6 +91,9 @@ def test_calibrate_uses_good_images_and_map_maxima():
     t = calibrate(scores, maps, rule="mu3sigma", labels=labels)  # the defective image is left out
     assert t.image_threshold == pytest.approx(2 + 3 * 1.0) and t.image_center == 2.0
     assert t.pixel_threshold == pytest.approx(20 + 3 * 10.0) and t.pixel_center == 20.0
+    mad = calibrate(scores, maps, rule="mad")  # all four: median 2.5, MAD 1
+    assert mad.image_threshold == pytest.approx(2.5 + 3 * 1.4826) and mad.image_center == 2.5
+    assert mad.pixel_threshold == pytest.approx(25 + 3 * 14.826) and "robust" in mad.calibration
     f1 = calibrate(scores, maps, rule="f1", labels=labels)
     assert f1.image_threshold == 9.0 and f1.pixel_threshold == 90.0
     assert "F1" in f1.calibration

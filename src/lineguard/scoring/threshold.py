@@ -3,6 +3,9 @@
 Rules (all use the metrics' convention: a score ``>= threshold`` is defective):
 
 * ``mu3sigma`` — mean + 3 standard deviations (sample sd, ddof = 1) of the scores of good images;
+* ``mad`` — median + 3 robust standard deviations (1.4826 · MAD): a minority of defective images among the
+  scores barely moves it, so it also serves a batch scored against itself (``lineguard predict --method
+  testbatch``) and the line monitor's recent scores;
 * ``quantile`` — the (1 − a) quantile of the good scores (numpy's linear interpolation), so that a fraction
   ``a`` of good parts is expected to be rejected: the target false-alarm rate;
 * ``f1`` — from labelled scores, the threshold of highest F1 (``metrics.f1_max``);
@@ -35,7 +38,8 @@ from torch import Tensor
 from lineguard.metrics import f1_max
 
 NORMALIZED_THRESHOLD = 1.0
-RULES = ("mu3sigma", "quantile", "f1")
+RULES = ("mu3sigma", "mad", "quantile", "f1")
+MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 
 
 class CalibrationError(ValueError):
@@ -57,6 +61,13 @@ def mu_sigma_threshold(scores: Tensor | np.ndarray) -> float:
     """(N,) good scores -> mean + 3 sample standard deviations."""
     values = _values(scores, "good scores", 2)
     return float(values.mean() + 3 * values.std(ddof=1))
+
+
+def robust_threshold(scores: Tensor | np.ndarray, factor: float = 3.0) -> float:
+    """(N,) scores -> median + ``factor`` robust standard deviations (1.4826 · median absolute deviation)."""
+    values = _values(scores, "scores", 1)
+    median = np.median(values)
+    return float(median + factor * MAD_TO_SIGMA * np.median(np.abs(values - median)))
 
 
 def quantile_threshold(scores: Tensor | np.ndarray, false_alarm_rate: float) -> float:
@@ -126,6 +137,9 @@ def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_ala
     if rule == "mu3sigma":
         image, pixel = mu_sigma_threshold(scores[good]), mu_sigma_threshold(maxima[good])
         how = f"mu3sigma: mean + 3 sd of {int(good.sum())} good images"
+    elif rule == "mad":
+        image, pixel = robust_threshold(scores[good]), robust_threshold(maxima[good])
+        how = f"mad: median + 3 robust sd of {int(good.sum())} images"
     elif rule == "quantile":
         image = quantile_threshold(scores[good], false_alarm_rate)
         pixel = quantile_threshold(maxima[good], false_alarm_rate)
