@@ -46,6 +46,15 @@ def test_ring_bank_overwrites_the_oldest_rows():
     assert bank.nearest([torch.tensor([[2.2]])])[0].item() == pytest.approx(0.2)
 
 
+def test_ring_bank_nearest_matches_brute_force_over_the_filled_rows_only():
+    g = torch.Generator().manual_seed(0)
+    bank = RingBank(50, [3, 5])
+    bank.add([torch.randn(30, 3, generator=g), torch.randn(30, 5, generator=g)])  # rows 30-49 are still zeros
+    queries = [0.1 * torch.randn(7, 3, generator=g), 0.1 * torch.randn(7, 5, generator=g)]  # nearer 0 than any row
+    for q, rows, got in zip(queries, bank.rows, bank.nearest(queries), strict=True):
+        assert torch.allclose(got, torch.cdist(q.double(), rows[:30].double()).amin(1).float(), atol=1e-5)
+
+
 def test_first_image_is_not_compared_with_itself_and_a_twin_scores_near_zero():
     monitor = LineMonitor(image_size=SIZE, warmup=1, patch_ratio=1.0, sigma=0)  # every patch joins the bank
     image = next(stream(1, size=SIZE))

@@ -224,7 +224,7 @@ def calibrate_command(
         pixel_threshold: Annotated[float | None, typer.Option(help="By hand, with --threshold (default: the "
                                                                    "same value).")] = None,
         batch_size: int = 16) -> None:
-    """Learn a model's thresholds from good images (mu3sigma, quantile), a labelled dataset (f1, or the good
+    """Learn a model's thresholds from good images (mu3sigma, mad, quantile), a labelled dataset (f1, or the good
     images of its test split), or set them by hand; they are saved with the model."""
     detector = load(model_dir)
     if threshold is not None:

@@ -30,8 +30,8 @@ from torch import Tensor
 from lineguard.features.extractor import PatchExtractor
 from lineguard.features.lnamd import DEFAULT_RADII, as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size
-from lineguard.memory.knn import pairwise_sq_distances
 from lineguard.methods.zero_data import combine_views
+from lineguard.scoring.batch import match_bank
 from lineguard.scoring.image import top_k_mean
 from lineguard.scoring.maps import anomaly_maps
 from lineguard.scoring.threshold import robust_threshold
@@ -68,8 +68,10 @@ class RingBank:
         self.filled = min(self.capacity, self.filled + k)
 
     def nearest(self, views: list[Tensor]) -> list[Tensor]:
-        """R × (L, D_r) query rows -> R × (L,) distances to the nearest bank row of each view."""
-        return [pairwise_sq_distances(q, bank[:self.filled]).amin(1).sqrt()
+        """R × (L, D_r) query rows -> R × (L,) distances to the nearest bank row of each view (the batch
+        methods' blocked search: no (L, B) temporaries, 1,024 × 8,192 rows in about a fifth of the time)."""
+        no_query_image = torch.full((self.filled,), -1)  # the query image is not in the bank yet
+        return [match_bank(q[None], bank[:self.filled], no_query_image, directions="patches")[0][0]
                 for q, bank in zip(views, self.rows, strict=True)]
 
 
@@ -85,13 +87,15 @@ class LineMonitor:
     - ``warmup`` 16 images build the reference, 16 more fill the score window before the first decision;
     - ``window`` 200 recent scores set the threshold; ``mad_factor`` 3 robust σ above their median (the
       usual 3σ rule: about one false alarm in 700 normal parts if their scores were Gaussian);
-    - ``radii``, ``top_k``, ``sigma`` as for ``testbatch``; ``seed`` for the patch samples.
+    - ``radii``, ``top_k`` as for ``testbatch``; ``sigma`` 0 px, no map blur, as ``testbatch`` (600-image
+      streams, 10 % defects: AUPRO bottle 0.9941 against 0.9932 with 4 px, Magnetic Tile 0.7148 against
+      0.7129; pixel AUROC equal on bottle, 0.0015 lower on Magnetic Tile); ``seed`` for the patch samples.
     """
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, bank_images: int = 32, patch_ratio: float = 0.25,
                  warmup: int = 16, window: int = 200, mad_factor: float = 3.0, top_k: int = 10,
-                 sigma: float = 4.0, seed: int = 0, weights: str | None = None, device: str = "cpu"):
+                 sigma: float = 0.0, seed: int = 0, weights: str | None = None, device: str = "cpu"):
         if bank_images < 1 or warmup < 1 or window < warmup or top_k < 1:
             raise ValueError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup and top_k ≥ 1; got "
                              f"{bank_images}, {warmup}, {window}, {top_k}")
