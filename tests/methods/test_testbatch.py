@@ -46,7 +46,7 @@ def test_an_image_is_never_scored_against_its_own_patches():
     images = to_tensor([texture] + [part] * 5)
     torch.manual_seed(0)
     images[1:] = (images[1:] + 0.002 * torch.randn_like(images[1:])).clamp(0, 1)
-    detector = BatchCoreset(image_size=SIZE, sample_size=6, coreset_ratio=1.0, rounds=0, k_nearest=1,
+    detector = BatchCoreset(image_size=SIZE, sample_size=6, coreset_ratio=1.0, rounds=0, k_images=1,
                             rescore_k=[], sigma=0)
     result = detector.predict(images)
     assert result.maps[0].min() > 0.05
@@ -71,7 +71,7 @@ def test_rounds_add_normal_variation_the_first_sample_missed():
     # (support 0.2: with two sampled images each B copy in the reference has one twin, and the noise alone may
     # push one past the 30 % bound)
     params = dict(sample_size=2, coreset_ratio=1.0, exclusion_fraction=0.05, support_fraction=0.2,
-                  grow_quantile=0.9, tolerance=0.0, k_nearest=1)
+                  grow_quantile=0.9, tolerance=0.0, k_images=1)
     before = BatchCoreset(rounds=0, **params).learn(0, [rows], torch.Generator().manual_seed(0))[0]
     assert before[:, 6].max() > 0.5  # precondition: the pattern the sample lacked scores like a defect
     learner = BatchCoreset(rounds=3, **params)
@@ -87,7 +87,7 @@ def test_a_defect_recurring_in_two_images_stays_out_of_the_reference():
     rows, patterns = synthetic_rows()
     rows[3, 7] = rows[12, 7] = patterns[11]  # the same defect in two images: each would match the other
     for rounds in (0, 3):
-        learner = BatchCoreset(sample_size=20, coreset_ratio=1.0, exclusion_fraction=0.02, rounds=rounds, k_nearest=1)
+        learner = BatchCoreset(sample_size=20, coreset_ratio=1.0, exclusion_fraction=0.02, rounds=rounds, k_images=1)
         scores = learner.learn(0, [rows], torch.Generator().manual_seed(0))[0]
         assert scores[3, 7] > 0.5 and scores[12, 7] > 0.5, rounds
         normal = torch.ones_like(scores, dtype=torch.bool)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from lineguard.scoring import batch
-from lineguard.scoring.batch import (interval_mean, match_bank, mutual_patch_scores, nearest_in_each_image,
-                                     rescore_by_similarity)
+from lineguard.scoring.batch import (interval_mean, match_bank, mutual_patch_scores, nearest_images,
+                                     nearest_in_each_image, rescore_by_similarity)
 
 
 def features(n, patches, dim, seed=0):
@@ -79,37 +79,31 @@ def test_match_bank_excludes_each_image_from_its_own_reference(monkeypatch, bloc
     assert patch_dist[0, 2] > 0.01
 
 
-@pytest.mark.parametrize("bank_size", [3, 37, 130, 1000])  # 1000: selected by groups of columns, padded
-def test_match_bank_k_nearest_matches_brute_force(bank_size):
-    g = torch.Generator().manual_seed(bank_size)
+@pytest.mark.parametrize("k", [1, 3, 20])  # 20: more than the other images there are
+def test_nearest_images_matches_brute_force(k):
+    g = torch.Generator().manual_seed(k)
     queries = torch.randn(6, 5, 4, generator=g)
-    bank_images = torch.randint(-1, 8, (bank_size,), generator=g)
-    bank = torch.randn(bank_size, 4, generator=g)
-    bank[-1] = bank[0]  # a duplicate row: both copies count
-    k = min(3, bank_size)
-    patch_dist, bank_dist = match_bank(queries, bank, bank_images, k=k)
-    only_patches, none = match_bank(queries, bank, bank_images, k=k, directions="patches")
-    assert none is None and torch.allclose(only_patches, patch_dist, atol=1e-6)
+    bank_images = torch.randint(-1, 9, (60,), generator=g)  # -1 and 6-8: rows of no query image
+    bank = torch.randn(60, 4, generator=g)
+    bank[bank_images == 2] = bank[0].clone()  # image 2 repeats one row: one image however many rows
     d = torch.cdist(queries.double(), bank.double()[None]).float()  # (N, L, M)
+    expected = torch.empty(6, 5)
     for i in range(6):
-        own = bank_images == i
-        if (~own).sum() >= k:  # else the image has fewer than k rows of other images: +inf, tested below
-            expected = d[i][:, ~own].topk(k, dim=1, largest=False).values.mean(1)
-            assert torch.allclose(patch_dist[i], expected, atol=1e-5)
-        assert torch.allclose(bank_dist[~own, i], d[i][:, ~own].amin(0), atol=1e-5)
+        per_image = torch.stack([d[i][:, bank_images == j].amin(1) for j in bank_images.unique() if j != i], 1)
+        expected[i] = per_image.topk(min(k, per_image.shape[1]), dim=1, largest=False).values.mean(1)
+    assert torch.allclose(nearest_images(queries, bank, bank_images, k), expected, atol=1e-5)
 
 
-def test_smallest_by_column_groups_matches_topk_when_minima_cluster_or_tie():
-    g = torch.Generator().manual_seed(0)
-    d = torch.rand(5, 6 * batch._GROUP, generator=g) + 1  # six groups of columns
-    d[0, 5:8] = torch.tensor([0.3, 0.1, 0.2])  # the three smallest share one group
-    d[1, [3, 70, 200]] = 0.5  # one value in three groups
-    d[2, [64, 65, 300]] = torch.tensor([0.2, 0.2, 0.1])  # a tie inside a group, its equal elsewhere
-    d[3] = 1.0  # every value tied
-    d[4, 0] = float("inf")  # a padding-like column
-    assert torch.equal(batch._smallest(d, 3, grouped=True), d.topk(3, largest=False).values)
-    assert torch.equal(batch._smallest(d.view(5, 1, -1), 2, grouped=True),
-                       d.topk(2, largest=False).values.view(5, 1, 2))
+def test_nearest_images_counts_images_not_rows():
+    # image 1 holds three copies of the query's pattern, images 2 and 3 one near copy each: with k = 2 the
+    # three copies count once
+    query = torch.zeros(1, 1, 2)
+    bank = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
+    scores = nearest_images(query, bank, torch.tensor([1, 1, 1, 2, 3]), k=2)
+    assert scores.item() == pytest.approx((0 + 3) / 2)
+    assert torch.isinf(nearest_images(query, bank[:3], torch.tensor([0, 0, 0]), k=2)).all()  # only its own rows
+    with pytest.raises(ValueError, match="k must be"):
+        nearest_images(query, bank, torch.tensor([1, 1, 1, 2, 3]), k=0)
 
 
 def test_match_bank_with_only_own_rows_gives_inf():

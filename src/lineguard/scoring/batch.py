@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _BLOCK_ENTRIES = 1_048_576  # distances per block: 4 MB of float32 stays in cache (larger blocks ran slower)
-_GROUP = 64  # bank columns per group when selecting k > 1 nearest (a power of two: group minima vectorise)
 
 
 def _images_per_block(patches_per_image: int, other_rows: int) -> int:
@@ -37,34 +36,11 @@ def _query_factor(rows: Tensor, with_norms: bool = True) -> Tensor:
     return torch.cat([rows, norms, torch.ones_like(norms)], dim=1)
 
 
-def _bank_factor(rows: Tensor, padded_to: int = 0) -> Tensor:
-    """(M, D) -> (max(M, padded_to), D + 2): [−2b, 1, ‖b‖²], so that a query factor times it is ‖q − b‖²;
-    padding rows [0, 0, +inf] are at +inf from every query."""
+def _bank_factor(rows: Tensor) -> Tensor:
+    """(M, D) -> (M, D + 2): [−2b, 1, ‖b‖²], so that a query factor times it is ‖q − b‖²."""
     rows = rows.float()
     norms = rows.pow(2).sum(1, keepdim=True)
-    factor = torch.cat([-2 * rows, torch.ones_like(norms), norms], dim=1)
-    if padded_to <= len(rows):
-        return factor
-    padding = factor.new_zeros(padded_to - len(rows), factor.shape[1])
-    padding[:, -1] = float("inf")
-    return torch.cat([factor, padding])
-
-
-def _smallest(d2: Tensor, k: int, grouped: bool) -> Tensor:
-    """(..., M) -> (..., k): the k smallest values along the last axis, ascending.
-
-    ``topk`` costs about 3 ns per value, a minimum about 0.3 ns. The k smallest values lie in the k groups of
-    ``_GROUP`` columns with the smallest minima (a value outside them has k group minima at or below it), so
-    when ``grouped`` (M a multiple of ``_GROUP``) topk runs on those k groups only: a 1,024 × 1,408 block
-    takes 2.1 ms instead of 3.4 ms, with the same values.
-    """
-    if not grouped:
-        return d2.topk(k, dim=-1, largest=False).values
-    *lead, columns = d2.shape
-    groups = d2.reshape(-1, columns // _GROUP, _GROUP)
-    best = groups.amin(2).topk(k, dim=1, largest=False, sorted=False).indices  # (Q, k)
-    candidates = groups[torch.arange(len(groups)).unsqueeze(1), best].view(len(groups), k * _GROUP)
-    return candidates.topk(k, dim=1, largest=False).values.view(*lead, k)
+    return torch.cat([-2 * rows, torch.ones_like(norms), norms], dim=1)
 
 
 class _DistanceBlocks:
@@ -136,50 +112,86 @@ def mutual_patch_scores(features: Tensor, *, fraction: float = 0.3) -> Tensor:
     return interval_mean(per_image.transpose(1, 2), fraction)
 
 
-def match_bank(queries: Tensor, bank: Tensor, bank_images: Tensor, *, k: int = 1,
+def match_bank(queries: Tensor, bank: Tensor, bank_images: Tensor,
                directions: Literal["both", "patches", "bank"] = "both") -> tuple[Tensor | None, Tensor | None]:
     """Compare the patches of N query images with a bank, never within one image.
 
     queries (N, L, D) of images 0..N−1; bank (M, D) whose row m comes from image ``bank_images[m]`` (any id
-    outside 0..N−1 for rows of no query image) -> ``patch_dist`` (N, L), each query patch's mean distance to
-    its ``k`` nearest bank rows of *other* images, and ``bank_dist`` (M, N), each bank row's distance to the
-    nearest patch of each query image (+inf for its own image). Both come from the same distance blocks;
+    outside 0..N−1 for rows of no query image) -> ``patch_dist`` (N, L), each query patch's distance to its
+    nearest bank row of *another* image, and ``bank_dist`` (M, N), each bank row's distance to the nearest
+    patch of each query image (+inf for its own image). Both come from the same distance blocks;
     ``directions`` skips the one not needed (returned as None).
 
     Exact: the bank is sorted by image once, so each query image masks one contiguous slice of its block.
     """
     n, patches, dim = queries.shape
-    if bank.ndim != 2 or bank.shape[1] != dim or len(bank) == 0 or len(bank_images) != len(bank):
-        raise ValueError(f"bank must be a non-empty (M, {dim}) matrix with one image id per row, got "
-                         f"{tuple(bank.shape)} and {len(bank_images)} ids")
-    if not 1 <= k <= len(bank):
-        raise ValueError(f"k must be between 1 and the bank size {len(bank)}, got {k}")
+    _check_bank(bank, bank_images, dim)
     order = torch.argsort(bank_images, stable=True)
     sorted_bank, sorted_images = bank[order], bank_images[order]
     bounds = torch.searchsorted(sorted_images, torch.stack([torch.arange(n), torch.arange(n) + 1]))  # (2, N)
-    # ‖b‖² − 2 q·b ranks the bank for each query: ‖q‖² is added after the selection when only that direction
+    # ‖b‖² − 2 q·b ranks the bank for each query: ‖q‖² is added after the minimum when only that direction
     # is needed
     query_norms = directions != "patches"
-    # k > 1 selects within groups of columns (``_smallest``): the bank is padded to whole groups
-    grouped = directions != "bank" and k > 1 and len(bank) >= 4 * k * _GROUP
-    right = _bank_factor(sorted_bank, -(-len(bank) // _GROUP) * _GROUP if grouped else 0)
-    distances = _DistanceBlocks()
+    right, distances = _bank_factor(sorted_bank), _DistanceBlocks()
     patch_dist = torch.empty(n, patches) if directions != "bank" else None
     bank_dist = torch.empty(len(bank), n) if directions != "patches" else None
-    step = _images_per_block(patches, len(right))
+    step = _images_per_block(patches, len(bank))
     for a in range(0, n, step):
         rows = queries[a:a + step].reshape(-1, dim)
-        d2 = distances(_query_factor(rows, query_norms), right).view(-1, patches, len(right))  # (nb, L, M)
+        d2 = distances(_query_factor(rows, query_norms), right).view(-1, patches, len(bank))  # (nb, L, M)
         for i in range(d2.shape[0]):
             d2[i, :, bounds[0, a + i]:bounds[1, a + i]] = float("inf")
         if bank_dist is not None:
-            bank_dist[order, a:a + step] = d2[..., :len(bank)].amin(1).T
+            bank_dist[order, a:a + step] = d2.amin(1).T
         if patch_dist is not None:
-            nearest = d2.amin(2, keepdim=True) if k == 1 else _smallest(d2, k, grouped)
+            nearest = d2.amin(2)
             if not query_norms:
-                nearest += rows.float().pow(2).sum(1).view(-1, patches, 1)
-            patch_dist[a:a + step] = nearest.clamp_min_(0).sqrt_().mean(2)
+                nearest += rows.float().pow(2).sum(1).view(-1, patches)
+            patch_dist[a:a + step] = nearest.clamp_min_(0).sqrt_()
     return patch_dist, None if bank_dist is None else bank_dist.clamp_min_(0).sqrt_()
+
+
+def nearest_images(queries: Tensor, bank: Tensor, bank_images: Tensor, k: int) -> Tensor:
+    """Each query patch's mean distance to its ``k`` closest *other* images, an image's distance being that
+    of its nearest bank row: (N, L, D) queries of images 0..N−1, bank (M, D) with an image id per row -> (N, L).
+
+    A pattern is normal when it recurs across images, so a patch is judged by how many other images come
+    close, not how many bank rows do: the k nearest rows may all come from one image (k-center keeps several
+    patches of one region, a defect's among them, and a defect seen in one other image would then be matched
+    k times), k images cannot. With fewer than k other images in the bank the mean runs over those there are
+    (+inf with none). Rows are grouped by id: rows of no query image sharing one id count as one image.
+
+    Each block is one query image against the whole bank, laid out bank × patches: the per-image minima are
+    then one ``scatter_reduce`` down the rows, and ‖q‖² is added after the selection.
+    """
+    n, patches, dim = queries.shape
+    _check_bank(bank, bank_images, dim)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    images, image_of_row = torch.unique(bank_images, return_inverse=True)  # (G,), (M,)
+    own = torch.searchsorted(images, torch.arange(n)).clamp_max(len(images) - 1)  # (N,) group of each query image
+    own = torch.where(images[own] == torch.arange(n), own, -1)  # -1: the image has no bank rows
+    rows_to_groups = image_of_row[:, None].expand(-1, patches)  # (M, L)
+    right, distances = _bank_factor(bank), _DistanceBlocks()
+    scores = torch.empty(n, patches)
+    for a in range(n):
+        d2 = distances(right, _query_factor(queries[a], with_norms=False))  # (M, L): ‖b‖² − 2 q·b
+        per_image = torch.full((len(images), patches), float("inf")).scatter_reduce_(0, rows_to_groups, d2, "amin")
+        if own[a] >= 0:
+            per_image[own[a]] = float("inf")
+        others = len(images) - int(own[a] >= 0)
+        if others == 0:
+            scores[a] = float("inf")
+            continue
+        nearest = per_image.topk(min(k, others), dim=0, largest=False).values  # (k', L)
+        scores[a] = (nearest + queries[a].float().pow(2).sum(1)).clamp_min_(0).sqrt_().mean(0)
+    return scores
+
+
+def _check_bank(bank: Tensor, bank_images: Tensor, dim: int) -> None:
+    if bank.ndim != 2 or bank.shape[1] != dim or len(bank) == 0 or len(bank_images) != len(bank):
+        raise ValueError(f"bank must be a non-empty (M, {dim}) matrix with one image id per row, got "
+                         f"{tuple(bank.shape)} and {len(bank_images)} ids")
 
 
 def global_embedding(level: Tensor) -> Tensor:
