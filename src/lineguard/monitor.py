@@ -69,7 +69,7 @@ class RingBank:
 
     def nearest(self, views: list[Tensor]) -> list[Tensor]:
         """R × (L, D_r) query rows -> R × (L,) distances to the nearest bank row of each view (the batch
-        methods' blocked search: no (L, B) temporaries, 1,024 × 8,192 rows in about a fifth of the time)."""
+        methods' blocked search: no (L, B) temporaries, 1,024 × 8,192 rows in about a third of the time)."""
         no_query_image = torch.full((self.filled,), -1)  # the query image is not in the bank yet
         return [match_bank(q[None], bank[:self.filled], no_query_image, directions="patches")[0][0]
                 for q, bank in zip(views, self.rows, strict=True)]

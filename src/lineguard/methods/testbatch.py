@@ -26,11 +26,10 @@ In a batch from a line, normal patterns recur in many images while a given defec
    judging images only, so their cost does not grow with N.
 3. **Scoring**: a patch scores its mean distance to the ``k_images`` closest *other* images, each through its
    nearest coreset patch (an image is never its own reference), per LNAMD radius and level, maps averaged;
-   the image score
-   is the mean of its ``top_k`` highest patch scores, then steadied over its most similar batch images (RsCIN
-   re-scoring). On textured surfaces ``baseline_quantile`` helps: the image score is then measured from the
-   image's own low-quantile patch score, since a normal look the batch shows rarely (one of several lightings)
-   raises every patch of an image, a defect only its own.
+   the image score is the mean of its ``top_k`` highest patch scores, then steadied over its most similar
+   batch images (RsCIN re-scoring). On textured surfaces ``baseline_quantile`` helps: the image score is then
+   measured from the image's own low-quantile patch score, since a normal look the batch shows rarely (one of
+   several lightings) raises every patch of an image, a defect only its own.
 
 The cost is one pass of N · L · M plus rounds over S images, instead of N² · L²; the backbone runs once per
 image.
@@ -107,9 +106,10 @@ class BatchCoreset(ZeroDataDetector):
     - ``top_k`` 3 highest patch scores averaged per image ("max-N") — one noisy cell does not decide, yet a
       small defect covering a few of 32 × 32 cells does (10 and 40 lost image AUROC on Magnetic Tile);
     - ``baseline_quantile`` None (off): else the image score less that quantile of the image's own patch
-      scores (``scoring.image.above_baseline``). At 0.1 (session 4), +0.015 image AUROC on Magnetic Tile (0.733 → 0.748,
-      each of 3 seeds) and within 0.001 on bottle, but on synthetic parts on a plain background (6 batches)
-      0.90 against 0.95: there the low quantile is background, and its noise enters the image score;
+      scores (``scoring.image.above_baseline``). At 0.1 (session 4), +0.015 image AUROC on Magnetic Tile
+      (0.733 → 0.748, each of 3 seeds) and within 0.001 on bottle, but on synthetic parts on a plain
+      background (6 batches) 0.90 against 0.95: there the low quantile is background, and its noise enters the
+      image score;
     - ``rescore_k`` None: (1, 2, 3) neighbour counts of the image re-scoring ([] turns it off);
     - ``sigma`` 0 px: no map blur, as MuSc — the 32 × 32 grid upsampled bilinearly is smooth already, and
       4 px (PatchCore's) lowered AUPRO on both benchmark sets (whole test set: bottle 0.953 → 0.949, Magnetic
