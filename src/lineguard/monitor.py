@@ -131,6 +131,7 @@ class LineMonitor:
 
     def score_levels(self, levels: list[Tensor]) -> Decision:
         """The same from the image's backbone levels [(1, C_l, h_l, w_l)] (e.g. cached features)."""
+        levels = [level.cpu() for level in levels]  # the banks live in CPU memory, whatever runs the backbone
         views = [[as_patch_rows(v)[0] for v in level] for level in lnamd(levels, self.radii or DEFAULT_RADII)]
         if not self.banks:
             self.banks = [RingBank(self.bank_images * self.sample_size(len(v[0])), [r.shape[1] for r in v])

@@ -58,8 +58,8 @@ class _DistanceBlocks:
     def __call__(self, query_factor: Tensor, bank_factor: Tensor) -> Tensor:
         """(Q, D + 2), (M, D + 2) -> (Q, M)."""
         size = len(query_factor) * len(bank_factor)
-        if self.buffer.numel() < size:
-            self.buffer = torch.empty(size)
+        if self.buffer.numel() < size or self.buffer.device != query_factor.device:
+            self.buffer = torch.empty(size, device=query_factor.device)
         return torch.mm(query_factor, bank_factor.T, out=self.buffer[:size].view(len(query_factor), -1))
 
 
