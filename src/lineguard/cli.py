@@ -280,6 +280,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
     chunks = [paths] if not detector.uses_normal_images else [todo[i:i + 4 * batch_size]
                                                                for i in range(0, len(todo), 4 * batch_size)]
     failed: list[tuple[Path, str]] = []
+    decided, flagged = 0, []  # this run's decisions and the images decided "defect", for the summary
     for chunk in chunks if todo else []:
         batches = ImageBatches(chunk, size=working_size(detector), batch_size=batch_size)
         prediction = detector.predict(batches)
@@ -292,7 +293,14 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
             if path not in store:
                 store.append(result_row(store, path, float(score), detector.name, finding),
                              anomaly_map.numpy())
+                if finding is not None:
+                    decided += 1
+                    flagged += [path.name] if finding.decision == "defect" else []
     report_failures(failed)
+    if decided:
+        more = f" and {len(flagged) - 10} more" if len(flagged) > 10 else ""
+        out.print(f"{len(flagged)} of {decided} images decided defect" + (f": {', '.join(flagged[:10])}{more}"
+                                                                          if flagged else ""))
     out.print(f"{len(store)} results in {store.path}")
     if report and len(store):
         page = write_store_report(store, detector)

@@ -113,6 +113,7 @@ def test_a_test_batch_method_decides_from_the_batch_itself(tmp_path):
     output = invoke("predict", "--method", "testbatch", write_batch(tmp_path / "line", items), "--out", out,
                     "--image-size", 128, "--param", "sample_size=6").output
     assert "of this batch" in " ".join(output.split()) and "no thresholds" not in output
+    assert "1 of 16 images decided defect: 03_good.png" in " ".join(output.split())
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["path"].endswith("03_good.png") for r in rows if r["decision"] == "defect"] == [True]
     assert all(r["decision"] == ("defect" if r["normalized_score"] >= 1.0 else "ok") for r in rows)
