@@ -40,7 +40,8 @@ from lineguard.methods import (
 from lineguard.methods.base import NotCalibratedError
 from lineguard.metrics import MetricError
 from lineguard.report.overlay import mask_image
-from lineguard.report.runs import evaluation_report, findings, load_thresholds, save_thresholds, store_report
+from lineguard.report.runs import (OtherThresholdsError, evaluation_report, findings, save_thresholds,
+                                   store_report)
 from lineguard.scoring.regions import Finding
 from lineguard.scoring.threshold import RULES, CalibrationError, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
@@ -322,12 +323,12 @@ def batch_thresholds(store: ResultStore, scores: torch.Tensor, maps: torch.Tenso
         console.print(f"[yellow]no decisions: {error}[/yellow]")
         return None
     thresholds = replace(thresholds, calibration=f"{thresholds.calibration} of this batch (defects assumed rare)")
-    existing = load_thresholds(store.folder)
-    if existing is not None and existing != thresholds:
+    try:
+        save_thresholds(store.folder, thresholds)
+    except OtherThresholdsError:
         console.print(f"[yellow]{store.folder} holds decisions made on another batch: the new results get scores "
                       "only (use a new --out folder for decisions)[/yellow]")
         return None
-    save_thresholds(store.folder, thresholds)
     describe_thresholds(thresholds)
     return thresholds
 

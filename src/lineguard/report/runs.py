@@ -24,12 +24,16 @@ from lineguard.scoring.threshold import Thresholds
 THRESHOLDS_FILE = "thresholds.json"
 
 
+class OtherThresholdsError(ValueError):
+    """A results folder already holds decisions made with other thresholds."""
+
+
 def save_thresholds(folder: Path, thresholds: Thresholds) -> None:
     """Record the thresholds of a results folder; refuse to mix decisions made with different ones."""
     path = Path(folder) / THRESHOLDS_FILE
     existing = load_thresholds(folder)
     if existing is not None and existing != thresholds:
-        raise ValueError(f"{folder} holds results decided with other thresholds ({path}): use a new --out "
+        raise OtherThresholdsError(f"{folder} holds results decided with other thresholds ({path}): use a new --out "
                          "folder for a recalibrated model")
     path.write_text(json.dumps(asdict(thresholds), indent=2))
 

@@ -169,8 +169,9 @@ def nearest_images(queries: Tensor, bank: Tensor, bank_images: Tensor, k: int) -
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     images, image_of_row = torch.unique(bank_images, return_inverse=True)  # (G,), (M,)
-    own = torch.searchsorted(images, torch.arange(n)).clamp_max(len(images) - 1)  # (N,) group of each query image
-    own = torch.where(images[own] == torch.arange(n), own, -1)  # -1: the image has no bank rows
+    own = torch.full((n,), -1)  # each query image's group; -1: it has no bank rows
+    query_groups = (images >= 0) & (images < n)
+    own[images[query_groups]] = torch.arange(len(images))[query_groups]
     rows_to_groups = image_of_row[:, None].expand(-1, patches)  # (M, L)
     right, distances = _bank_factor(bank), _DistanceBlocks()
     scores = torch.empty(n, patches)
