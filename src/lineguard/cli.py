@@ -253,8 +253,12 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
             method: Annotated[str | None, typer.Option("--method", "-m", help="A test-batch method: no model.")] = None,
             backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
             device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None, batch_size: int = 16,
+            mad_factor: Annotated[float, typer.Option(help="Test-batch --method: decide defect at the batch's "
+                                                           "median score + this many robust sd.")] = 3.0,
             report: Annotated[bool, typer.Option(help="Also write an HTML report into --out.")] = True) -> None:
     """Score images with a saved model (or a test-batch --method) and append results to --out."""
+    if not mad_factor > 0:
+        raise typer.BadParameter(f"--mad-factor must be positive, got {mad_factor}")
     if method:
         detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights,
                                   device=device, seed=seed, params=param)
@@ -287,7 +291,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         prediction = detector.predict(batches)
         failed += batches.failed
         if not detector.uses_normal_images:
-            thresholds = batch_thresholds(store, prediction.scores, prediction.maps)
+            thresholds = batch_thresholds(store, prediction.scores, prediction.maps, mad_factor)
         for path, score, anomaly_map, finding in zip(batches.loaded, prediction.scores, prediction.maps,
                                                      findings(prediction.scores, prediction.maps, thresholds),
                                                      strict=True):
@@ -308,17 +312,18 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         out.print(f"report: {page}")
 
 
-def batch_thresholds(store: ResultStore, scores: torch.Tensor, maps: torch.Tensor) -> Thresholds | None:
-    """Decisions for a batch scored against itself, from the batch: median + 3 robust sd of its image scores
-    and map maxima (rule ``mad``), since defects are rare in a batch from a line. None (scores only) for a
-    batch too small to estimate a spread, scores that do not spread, or an --out folder that holds decisions
-    made on another batch."""
+def batch_thresholds(store: ResultStore, scores: torch.Tensor, maps: torch.Tensor,
+                     mad_factor: float = 3.0) -> Thresholds | None:
+    """Decisions for a batch scored against itself, from the batch: median + ``mad_factor`` robust sd of its
+    image scores and map maxima (rule ``mad``), since defects are rare in a batch from a line. None (scores
+    only) for a batch too small to estimate a spread, scores that do not spread, or an --out folder that holds
+    decisions made on another batch."""
     if len(scores) < MIN_BATCH_FOR_DECISIONS:
         console.print(f"[yellow]{len(scores)} images: too few to decide from the batch itself (at least "
                       f"{MIN_BATCH_FOR_DECISIONS}); results get scores only[/yellow]")
         return None
     try:
-        thresholds = calibrate_thresholds(scores, maps, rule="mad")
+        thresholds = calibrate_thresholds(scores, maps, rule="mad", mad_factor=mad_factor)
     except CalibrationError as error:
         console.print(f"[yellow]no decisions: {error}[/yellow]")
         return None

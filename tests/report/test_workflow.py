@@ -128,6 +128,24 @@ def test_a_test_batch_method_decides_from_the_batch_itself(tmp_path):
     assert len(rows) == 27 and sum("decision" in r for r in rows) == 16
 
 
+def test_mad_factor_sets_how_far_above_the_batch_median_a_defect_lies(tmp_path):
+    line = write_batch(tmp_path / "line", make_batch(12, 1, kind="part", size=128, seed=8))
+    rows = {}
+    for factor in (3, 6):
+        invoke("predict", "--method", "testbatch", line, "--out", tmp_path / f"r{factor}", "--image-size", 128,
+               "--param", "sample_size=6", "--mad-factor", factor, "--no-report")
+        assert f"median + {factor} robust sd" in (tmp_path / f"r{factor}" / "thresholds.json").read_text()
+        text = (tmp_path / f"r{factor}" / "results.jsonl").read_text()
+        rows[factor] = [json.loads(line) for line in text.splitlines()]
+    # normalised = (score − median) / (factor · robust sd): twice the factor, half the normalised score
+    for three, six in zip(rows[3], rows[6], strict=True):
+        assert three["score"] == six["score"]
+        assert six["normalized_score"] == pytest.approx(three["normalized_score"] / 2, rel=1e-6, abs=1e-9)
+    bad = runner.invoke(app, ["predict", "--method", "testbatch", str(line), "--out", str(tmp_path / "r0"),
+                              "--mad-factor", "0"])
+    assert bad.exit_code != 0 and "--mad-factor must be positive" in bad.output
+
+
 def test_a_batch_too_small_for_a_spread_gets_scores_only(tmp_path):
     line = write_batch(tmp_path / "line", make_batch(MIN_BATCH_FOR_DECISIONS - 2, 1, kind="part", size=128))
     output = invoke("predict", "--method", "mutual", line, "--out", tmp_path / "r", "--image-size", 128).output

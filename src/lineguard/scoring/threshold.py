@@ -3,9 +3,9 @@
 Rules (all use the metrics' convention: a score ``>= threshold`` is defective):
 
 * ``mu3sigma`` — mean + 3 standard deviations (sample sd, ddof = 1) of the scores of good images;
-* ``mad`` — median + 3 robust standard deviations (1.4826 · MAD): a minority of defective images among the
-  scores barely moves it, so it also serves a batch scored against itself (``lineguard predict --method
-  testbatch``) and the line monitor's recent scores;
+* ``mad`` — median + 3 (``mad_factor``) robust standard deviations (1.4826 · MAD): a minority of defective
+  images among the scores barely moves it, so it also serves a batch scored against itself (``lineguard
+  predict --method testbatch``) and the line monitor's recent scores;
 * ``quantile`` — the (1 − a) quantile of the good scores (numpy's linear interpolation), so that a fraction
   ``a`` of good parts is expected to be rejected: the target false-alarm rate;
 * ``f1`` — from labelled scores, the threshold of highest F1 (``metrics.f1_max``);
@@ -121,10 +121,11 @@ class Thresholds:
 
 
 def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_alarm_rate: float = 0.01,
-              labels: Tensor | None = None) -> Thresholds:
+              mad_factor: float = 3.0, labels: Tensor | None = None) -> Thresholds:
     """Learn thresholds from held-out images: scores (N,), maps (N, H, W), and for ``f1`` labels (N,) 0/1.
 
-    ``mu3sigma`` and ``quantile`` use the images labelled good (all of them when ``labels`` is None).
+    ``mu3sigma``, ``mad`` and ``quantile`` use the images labelled good (all of them when ``labels`` is None);
+    ``mad`` puts the threshold ``mad_factor`` robust standard deviations above their median.
     """
     if rule not in RULES:
         raise CalibrationError(f"unknown calibration rule {rule!r}; choose from {', '.join(RULES)}")
@@ -138,8 +139,10 @@ def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_ala
         image, pixel = mu_sigma_threshold(scores[good]), mu_sigma_threshold(maxima[good])
         how = f"mu3sigma: mean + 3 sd of {int(good.sum())} good images"
     elif rule == "mad":
-        image, pixel = robust_threshold(scores[good]), robust_threshold(maxima[good])
-        how = f"mad: median + 3 robust sd of {int(good.sum())} images"
+        if not mad_factor > 0:
+            raise CalibrationError(f"mad_factor must be positive, got {mad_factor}")
+        image, pixel = robust_threshold(scores[good], mad_factor), robust_threshold(maxima[good], mad_factor)
+        how = f"mad: median + {mad_factor:g} robust sd of {int(good.sum())} images"
     elif rule == "quantile":
         image = quantile_threshold(scores[good], false_alarm_rate)
         pixel = quantile_threshold(maxima[good], false_alarm_rate)
