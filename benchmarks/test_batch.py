@@ -29,6 +29,7 @@ import math
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -342,10 +343,9 @@ def contamination(threads: int) -> None:
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         cells.setdefault((r["spec"]["dataset"], r["spec"]["method"], r["spec"]["fraction"]), []).append(r)
-    lines = ["| dataset | method | " + " | ".join(f"{f:.0%} defective" for f in FRACTIONS)
-             + " | scoring / backbone |", "|" + "---|" * (3 + len(FRACTIONS))]
-    decisions = ["| dataset | method | " + " | ".join(f"{f:.0%} defective" for f in FRACTIONS) + " |",
-                 "|" + "---|" * (2 + len(FRACTIONS))]
+    columns = "| dataset | method | " + " | ".join(f"{f:.0%} defective" for f in FRACTIONS)
+    lines = [columns + " | scoring / backbone |", "|" + "---|" * (3 + len(FRACTIONS))]
+    decisions = [columns + " |", "|" + "---|" * (2 + len(FRACTIONS))]
     for name in DATA:
         for method in ("testbatch", "mutual"):
             found = [cells.get((name, method, f), []) for f in FRACTIONS]
@@ -367,9 +367,8 @@ def auroc_cell(rows: list[dict]) -> str:
     values = [r["image_auroc"] for r in rows if r["image_auroc"] is not None]
     if not values:
         return "–"
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {sd:.3f} ({len(values)})"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f} ({len(values)})"
 
 
 def decision_cell(rows: list[dict]) -> str:

@@ -46,6 +46,11 @@ def test_ring_bank_overwrites_the_oldest_rows():
     assert bank.nearest([torch.tensor([[2.2]])])[0].item() == pytest.approx(0.2)
 
 
+def test_a_non_positive_mad_factor_is_refused():
+    with pytest.raises(ValueError, match="mad_factor > 0"):
+        LineMonitor(mad_factor=0)
+
+
 def test_ring_bank_nearest_matches_brute_force_over_the_filled_rows_only():
     g = torch.Generator().manual_seed(0)
     bank = RingBank(50, [3, 5])

@@ -96,9 +96,9 @@ class LineMonitor:
                  radii: list[int] | None = None, bank_images: int = 32, patch_ratio: float = 0.25,
                  warmup: int = 16, window: int = 200, mad_factor: float = 3.0, top_k: int = 10,
                  sigma: float = 0.0, seed: int = 0, weights: str | None = None, device: str = "cpu"):
-        if bank_images < 1 or warmup < 1 or window < warmup or top_k < 1:
-            raise ValueError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup and top_k ≥ 1; got "
-                             f"{bank_images}, {warmup}, {window}, {top_k}")
+        if bank_images < 1 or warmup < 1 or window < warmup or top_k < 1 or not mad_factor > 0:
+            raise ValueError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup, top_k ≥ 1 and mad_factor > 0; "
+                             f"got {bank_images}, {warmup}, {window}, {top_k}, {mad_factor}")
         coreset_size(1, patch_ratio)  # validates the ratio
         self.backbone = backbone
         self.levels = levels

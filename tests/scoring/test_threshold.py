@@ -72,6 +72,8 @@ def test_f1_threshold_matches_brute_force():
     (lambda: mu_sigma_threshold([1.0]), "at least 2"),
     (lambda: mu_sigma_threshold([1.0, float("nan")]), "NaN"),
     (lambda: robust_threshold([]), "at least 1"),
+    (lambda: robust_threshold([1.0, 2.0], factor=0), "mad_factor must be positive"),
+    (lambda: calibrate(torch.ones(3), torch.ones(3, 2, 2), rule="mad", mad_factor=-1), "mad_factor must be positive"),
     (lambda: quantile_threshold([1.0, 2.0], 0.0), "false_alarm_rate"),
     (lambda: quantile_threshold(np.ones((2, 2)), 0.1), r"\(N,\)"),
     (lambda: calibrate(torch.ones(3), torch.ones(3, 2, 2), rule="max"), "unknown calibration rule"),

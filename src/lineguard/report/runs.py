@@ -33,8 +33,8 @@ def save_thresholds(folder: Path, thresholds: Thresholds) -> None:
     path = Path(folder) / THRESHOLDS_FILE
     existing = load_thresholds(folder)
     if existing is not None and existing != thresholds:
-        raise OtherThresholdsError(f"{folder} holds results decided with other thresholds ({path}): use a new --out "
-                         "folder for a recalibrated model")
+        raise OtherThresholdsError(f"{folder} holds results decided with other thresholds ({path}): use a new "
+                                   "--out folder for a recalibrated model")
     path.write_text(json.dumps(asdict(thresholds), indent=2))
 
 

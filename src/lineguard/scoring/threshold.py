@@ -65,6 +65,8 @@ def mu_sigma_threshold(scores: Tensor | np.ndarray) -> float:
 
 def robust_threshold(scores: Tensor | np.ndarray, factor: float = 3.0) -> float:
     """(N,) scores -> median + ``factor`` robust standard deviations (1.4826 · median absolute deviation)."""
+    if not factor > 0:
+        raise CalibrationError(f"mad_factor must be positive, got {factor}")
     values = _values(scores, "scores", 1)
     median = np.median(values)
     return float(median + factor * MAD_TO_SIGMA * np.median(np.abs(values - median)))
@@ -139,8 +141,6 @@ def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_ala
         image, pixel = mu_sigma_threshold(scores[good]), mu_sigma_threshold(maxima[good])
         how = f"mu3sigma: mean + 3 sd of {int(good.sum())} good images"
     elif rule == "mad":
-        if not mad_factor > 0:
-            raise CalibrationError(f"mad_factor must be positive, got {mad_factor}")
         image, pixel = robust_threshold(scores[good], mad_factor), robust_threshold(maxima[good], mad_factor)
         how = f"mad: median + {mad_factor:g} robust sd of {int(good.sum())} images"
     elif rule == "quantile":
