@@ -108,29 +108,34 @@ def fewshot_rows(work: Path, threads: int | None, *, run: bool) -> list[dict]:
 
 
 def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
-    """Few-shot image AUROC with the cross-dataset encoder against plain features, mean ± std over seeds."""
+    """Few-shot image AUROC with the cross-dataset encoder against plain features, mean ± std over seeds, and
+    the difference draw by draw (the same support images either way)."""
     variant = {(): "plain"} | {(f"encoder={work / f'encoder-{source}'}",): source for source, _ in PAIRS}
-    cells: dict[tuple[str, int, str], list[float]] = {}
+    cells: dict[tuple[str, int, str], dict[int, float]] = {}
     for row in rows:
         run = json.loads(row["run"])
         if tuple(run["params"]) in variant:
             key = (Path(run["data"]).name, run["shots"], variant[tuple(run["params"])])
-            cells.setdefault(key, []).append(row["image_auroc"])
+            cells.setdefault(key, {})[run["seed"]] = row["image_auroc"]
 
-    def cell(values: list[float] | None) -> str:
+    def cell(values: list[float]) -> str:
         if not values:
             return "–"
         if len(values) == 1:
             return f"{values[0]:.3f} (n=1)"
         return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
 
-    lines = ["| few-shot on | encoder trained on | K | plain features | Siamese encoder | difference |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| few-shot on | encoder trained on | K | plain features | Siamese encoder | difference | "
+             "by draw |", "|---|---|---|---|---|---|---|"]
     for source, target in PAIRS:
         for k in SHOTS:
-            plain, encoded = cells.get((target, k, "plain")), cells.get((target, k, source))
-            diff = f"{statistics.fmean(encoded) - statistics.fmean(plain):+.4f}" if plain and encoded else "–"
-            lines.append(f"| {target} | {source} | {k} | {cell(plain)} | {cell(encoded)} | {diff} |")
+            plain, encoded = cells.get((target, k, "plain"), {}), cells.get((target, k, source), {})
+            paired = sorted(plain.keys() & encoded.keys())
+            by_draw = " / ".join(f"{encoded[s] - plain[s]:+.4f}" for s in paired) or "–"
+            diff = (f"{statistics.fmean(encoded.values()) - statistics.fmean(plain.values()):+.4f}"
+                    if plain and encoded else "–")
+            lines.append(f"| {target} | {source} | {k} | {cell(list(plain.values()))} | "
+                         f"{cell(list(encoded.values()))} | {diff} | {by_draw} |")
     return lines
 
 
@@ -175,6 +180,7 @@ def main() -> None:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['trained_on']} | {r['epochs']} | {r.get('brightness_delta', 0.1)} | {r['train_seconds']} | "
                   f"{r.get('peak_rss_mb', '–')} | {r.get('threads', '–')} |" for r in encoders.values()]
+    lines += ["", "What these rows mean and what was tried: `trained/README.md`."]
     (ROOT / "results" / "trained.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

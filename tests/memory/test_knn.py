@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from lineguard.memory import knn
 from lineguard.memory.knn import NearestNeighbours
 
 
@@ -20,6 +21,18 @@ def test_exact_backends_match_brute_force(backend, k):
     ref_dist, ref_idx = brute_force(queries, bank, k)
     assert torch.allclose(dist, ref_dist, atol=1e-4)
     assert torch.equal(idx, ref_idx)
+
+
+def test_torch_search_keeps_each_distance_block_within_budget(monkeypatch):
+    monkeypatch.setattr(knn, "_BLOCK", 2_000)  # 500 bank rows -> 4 query rows per block
+    blocks, exact = [], knn.pairwise_sq_distances
+    monkeypatch.setattr(knn, "pairwise_sq_distances", lambda q, b, n: blocks.append(len(q) * len(b)) or exact(q, b, n))
+    g = torch.Generator().manual_seed(2)
+    bank, queries = torch.randn(500, 16, generator=g), torch.randn(77, 16, generator=g)
+    dist, idx = NearestNeighbours(bank, backend="torch").search(queries, k=2)
+    assert len(blocks) == 20 and max(blocks) <= 2_000
+    ref_dist, ref_idx = brute_force(queries, bank, 2)
+    assert torch.allclose(dist, ref_dist, atol=1e-4) and torch.equal(idx, ref_idx)
 
 
 def test_ivf_finds_exact_neighbour_of_bank_rows():

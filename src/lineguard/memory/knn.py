@@ -2,8 +2,9 @@
 
 Letters: Q queries, M bank size, D dimension, K neighbours. Distances are Euclidean (not squared).
 
-The torch backend is exact and chunked (memory O(chunk × M)), needs nothing beyond torch and is the
-reference; faiss is faster on large banks (flat = exact; IVF = approximate).
+The torch backend is exact and works through the queries in row blocks sized so that one block's distances
+hold at most 2²⁴ entries (64 MB, whatever the bank's size); it needs nothing beyond torch and is the
+reference. faiss is faster on large banks (flat = exact; IVF = approximate).
 
 Why ``auto`` turns to IVF from 16,384 rows: on a CPU an exact search of every patch of an image against
 such a bank costs more than the backbone's forward pass (PatchCore on MVTec bottle, Lite0, 256 px: 21,401
@@ -24,21 +25,24 @@ from torch import Tensor
 Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
 _IVF_MIN_BANK = 16_384  # below this a flat index is fast enough and exact
 _IVF_MIN_PER_LIST = 39  # faiss wants this many training rows per list, or it warns
+_BLOCK = 1 << 24  # entries of one queries × bank distance block in the torch search (64 MB of float32)
 
 
 def pairwise_sq_distances(queries: Tensor, bank: Tensor, bank_sq_norms: Tensor | None = None) -> Tensor:
-    """(Q, D), (M, D) -> (Q, M) squared Euclidean distances via ‖q‖² − 2 q·b + ‖b‖², clamped at 0."""
+    """(Q, D), (M, D) -> (Q, M) squared Euclidean distances via ‖q‖² − 2 q·b + ‖b‖², clamped at 0; one
+    (Q, M) temporary, the rest in place."""
     if bank_sq_norms is None:
         bank_sq_norms = bank.pow(2).sum(1)
-    d2 = queries.pow(2).sum(1, keepdim=True) - 2.0 * queries @ bank.T + bank_sq_norms[None]
-    return d2.clamp_min_(0.0)
+    d2 = torch.addmm(bank_sq_norms[None], queries, bank.T, alpha=-2.0)
+    return d2.add_(queries.pow(2).sum(1, keepdim=True)).clamp_min_(0.0)
 
 
 class NearestNeighbours:
     """Index over a fixed bank; ``search`` returns the K nearest bank rows of each query.
 
     ``backend="auto"`` picks faiss flat when faiss is importable and the bank is on the CPU, the torch search
-    otherwise, and an IVF index for banks of at least 16,384 rows (see the module docstring).
+    otherwise, and an IVF index for banks of at least 16,384 rows (see the module docstring). ``chunk_size``
+    caps the query rows of one torch distance block (fewer are taken when the bank is large).
     """
 
     def __init__(self, bank: Tensor, *, backend: Backend = "auto", chunk_size: int = 4096,
@@ -89,8 +93,9 @@ class NearestNeighbours:
         return self._torch_search(queries.float(), k)
 
     def _torch_search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        rows = max(1, min(self.chunk_size, _BLOCK // self.bank.shape[0]))  # query rows per distance block
         dists, indices = [], []
-        for chunk in queries.split(self.chunk_size):
+        for chunk in queries.split(rows):
             d2 = pairwise_sq_distances(chunk.to(self.bank.device), self.bank, self._bank_sq_norms)
             top = d2.topk(k, dim=1, largest=False)  # sorted ascending
             dists.append(top.values.sqrt_())
