@@ -135,6 +135,27 @@ def test_watch_scores_a_folder_while_it_is_being_filled(tmp_path):
     assert again.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 10
 
 
+def test_watch_mad_factor_sets_how_far_above_the_recent_median_the_threshold_lies(tmp_path):
+    folder = tmp_path / "line"
+    folder.mkdir()
+    for i, img in enumerate(stream(10, size=64, seed=3)):
+        (folder / f"{i:03d}.png").write_bytes(_png_bytes((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)))
+    rows = {}
+    for factor in ("1", "4"):
+        out = tmp_path / f"results-{factor}"
+        result = CliRunner().invoke(app, ["watch", str(folder), "--out", str(out), "--image-size", "64",
+                                          "--param", "warmup=3", "--mad-factor", factor, "--max-images", "10",
+                                          "--poll", "0.05", "--idle-timeout", "0.5"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        rows[factor] = sorted((json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()),
+                              key=lambda row: row["path"])
+    decided = [(low, high) for low, high in zip(rows["1"], rows["4"], strict=True) if low["threshold"] is not None]
+    assert len(decided) >= 3
+    assert all(low["score"] == high["score"] and high["threshold"] > low["threshold"] for low, high in decided)
+    bad = CliRunner().invoke(app, ["watch", str(folder), "--out", str(tmp_path / "o"), "--mad-factor", "0"])
+    assert bad.exit_code != 0 and "--mad-factor must be positive" in bad.output
+
+
 def test_watch_names_unknown_parameters(tmp_path):
     result = CliRunner().invoke(app, ["watch", str(tmp_path), "--out", str(tmp_path / "o"), "--param", "bogus=1"])
     assert result.exit_code != 0 and "bogus" in result.output

@@ -71,6 +71,19 @@ RuleOpt = Annotated[str, typer.Option(help=f"Threshold rule: {', '.join(RULES)} 
 FalseAlarmOpt = Annotated[float, typer.Option(help="Target share of good parts rejected (rule quantile).")]
 
 
+def _positive_mad_factor(value: float) -> float:
+    """Checked as the options are read, so a bad value fails before any image is scored."""
+    if not value > 0:
+        raise typer.BadParameter(f"--mad-factor must be positive, got {value}")
+    return value
+
+
+MadFactorOpt = Annotated[float, typer.Option(callback=_positive_mad_factor,
+                                             help="Flag an image whose score lies this many robust sd above the "
+                                                  "median score (predict --method: of the batch; watch: of the "
+                                                  "recent images).")]
+
+
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -253,12 +266,9 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
             method: Annotated[str | None, typer.Option("--method", "-m", help="A test-batch method: no model.")] = None,
             backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
             device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None, batch_size: int = 16,
-            mad_factor: Annotated[float, typer.Option(help="Test-batch --method: decide defect at the batch's "
-                                                           "median score + this many robust sd.")] = 3.0,
+            mad_factor: MadFactorOpt = 3.0,
             report: Annotated[bool, typer.Option(help="Also write an HTML report into --out.")] = True) -> None:
     """Score images with a saved model (or a test-batch --method) and append results to --out."""
-    if not mad_factor > 0:
-        raise typer.BadParameter(f"--mad-factor must be positive, got {mad_factor}")
     if method:
         detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights,
                                   device=device, seed=seed, params=param)
@@ -471,7 +481,7 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Where data and rep
 def watch(folder: Annotated[Path, typer.Argument(help="Folder the line's images arrive in.")],
           out_dir: Annotated[Path, typer.Option("--out", help="Results folder, appended image by image.")],
           backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
-          device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None,
+          device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None, mad_factor: MadFactorOpt = 3.0,
           max_images: Annotated[int | None, typer.Option(help="Stop after scoring this many images.")] = None,
           idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds with no new "
                                                                   "image.")] = None,
@@ -486,7 +496,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the line's images 
     from lineguard.monitor import LineMonitor
 
     common = {"backbone": backbone or DEFAULT_BACKBONE, "image_size": image_size,
-              "weights": str(weights) if weights else None, "device": device, "seed": seed}
+              "weights": str(weights) if weights else None, "device": device, "seed": seed, "mad_factor": mad_factor}
     values = {key: value for key, value in common.items() if value is not None}
     values.update(parse_param(p) for p in param or [])
     accepted = LineMonitor.__init__.__code__.co_varnames[1:LineMonitor.__init__.__code__.co_argcount]
