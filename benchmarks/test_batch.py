@@ -29,7 +29,6 @@ import math
 import os
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -350,7 +349,8 @@ def contamination(threads: int) -> None:
         for method in ("testbatch", "mutual"):
             found = [cells.get((name, method, f), []) for f in FRACTIONS]
             ratios = [r["scoring_s"] / r["backbone_now_s"] for c in found for r in c]
-            lines.append(f"| {name} | {method} | " + " | ".join(auroc_cell(c) for c in found)
+            aurocs = [[r["image_auroc"] for r in c if r["image_auroc"] is not None] for c in found]  # none when clean
+            lines.append(f"| {name} | {method} | " + " | ".join(benchmarking.mean_sd(a, count=True) for a in aurocs)
                          + (f" | {min(ratios):.2f}–{max(ratios):.2f} |" if ratios else " | – |"))
             decisions.append(f"| {name} | {method} | " + " | ".join(decision_cell(c) for c in found) + " |")
     write_table("contamination", lines + ["", "Decisions of each batch on itself (rule `mad`, as `lineguard predict` "
@@ -360,15 +360,6 @@ def contamination(threads: int) -> None:
                 f"testbatch, {list(SEEDS[:3])} for mutual at 5 % and 20 %. Last column: scoring time over the backbone "
                 f"forward time measured in the same process, so a batch takes (1 + that) × backbone (testbatch: "
                 f"each the fastest of {TIMING_RUNS} runs; mutual: one run); torch threads: {threads}")
-
-
-def auroc_cell(rows: list[dict]) -> str:
-    """Mean ± sd (n) of the image AUROC of a cell's draws; '–' for none (or a clean batch, which has none)."""
-    values = [r["image_auroc"] for r in rows if r["image_auroc"] is not None]
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f} ({len(values)})"
 
 
 def decision_cell(rows: list[dict]) -> str:

@@ -118,13 +118,6 @@ def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
             key = (Path(run["data"]).name, run["shots"], variant[tuple(run["params"])])
             cells.setdefault(key, {})[run["seed"]] = row["image_auroc"]
 
-    def cell(values: list[float]) -> str:
-        if not values:
-            return "–"
-        if len(values) == 1:
-            return f"{values[0]:.3f} (n=1)"
-        return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
-
     lines = ["| few-shot on | encoder trained on | K | plain features | Siamese encoder | difference | "
              "by draw |", "|---|---|---|---|---|---|---|"]
     for source, target in PAIRS:
@@ -134,8 +127,8 @@ def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
             by_draw = " / ".join(f"{encoded[s] - plain[s]:+.4f}" for s in paired) or "–"
             diff = (f"{statistics.fmean(encoded.values()) - statistics.fmean(plain.values()):+.4f}"
                     if plain and encoded else "–")
-            lines.append(f"| {target} | {source} | {k} | {cell(list(plain.values()))} | "
-                         f"{cell(list(encoded.values()))} | {diff} | {by_draw} |")
+            lines.append(f"| {target} | {source} | {k} | {benchmarking.mean_sd(list(plain.values()), count=True)} | "
+                         f"{benchmarking.mean_sd(list(encoded.values()), count=True)} | {diff} | {by_draw} |")
     return lines
 
 

@@ -92,10 +92,15 @@ def run_all(runs: list[Run], folder: Path, *, runner: Callable[[list[str]], int]
     return [done[r.key] for r in runs if r.key in done]
 
 
-def _cell(values: list[float], *, spread: bool) -> str:
-    """Mean of the seeds; for an accuracy, ± their standard deviation when there are several."""
-    mean = f"{statistics.fmean(values):.3f}"
-    return f"{mean} ± {statistics.stdev(values):.3f}" if spread and len(values) > 1 else mean
+def mean_sd(values: list[float], *, spread: bool = True, count: bool = False) -> str:
+    """Mean of repeated runs (seeds, draws) to three decimals; ± their sample standard deviation when
+    ``spread`` and there are several; "(n=…)" when ``count``; "–" for none."""
+    if not values:
+        return "–"
+    text = f"{statistics.fmean(values):.3f}"
+    if spread and len(values) > 1:
+        text += f" ± {statistics.stdev(values):.3f}"
+    return f"{text} (n={len(values)})" if count else text
 
 
 def write_table(rows: list[dict[str, Any]], path: Path, columns: dict[str, str] = COLUMNS) -> str:
@@ -109,7 +114,7 @@ def write_table(rows: list[dict[str, Any]], path: Path, columns: dict[str, str] 
     header = ["dataset", "method", "backbone", "shots", "params", "seeds", *columns.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for config, members in groups.items():
-        cells = [_cell([m[k] for m in members], spread=k in ACCURACY) if k in members[0] else "–" for k in columns]
+        cells = [mean_sd([m[k] for m in members], spread=k in ACCURACY) if k in members[0] else "–" for k in columns]
         lines.append("| " + " | ".join([*config, str(len(members)), *cells]) + " |")
     table = "\n".join(lines) + "\n"
     path.write_text(table)

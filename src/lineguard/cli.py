@@ -323,7 +323,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
 
 
 def batch_thresholds(store: ResultStore, scores: torch.Tensor, maps: torch.Tensor,
-                     mad_factor: float = 3.0) -> Thresholds | None:
+                     mad_factor: float) -> Thresholds | None:
     """Decisions for a batch scored against itself, from the batch: median + ``mad_factor`` robust sd of its
     image scores and map maxima (rule ``mad``), since defects are rare in a batch from a line. None (scores
     only) for a batch too small to estimate a spread, scores that do not spread, or an --out folder that holds
