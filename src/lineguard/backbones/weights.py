@@ -17,6 +17,7 @@ so a changed package is converted again.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -32,18 +33,21 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError
+
 StateDict = dict[str, Tensor]
 
 RANDOM_WEIGHTS = "random"
 SOURCE_KEY = "lineguard_source"  # safetensors metadata: where a cached file was converted / downloaded from
+ORDER_KEY = "lineguard_order"  # safetensors metadata: the tensor names in their original order (JSON list)
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(LineguardError, FileNotFoundError):
     """No weights could be found for a backbone (or an explicit weights file does not exist)."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(LineguardError, ValueError):
     """A weights file was found but its tensors do not fit the backbone's network."""
 
 
@@ -87,7 +91,10 @@ def load_weights_file(path: str | Path) -> StateDict:
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        state_dict = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            order = json.loads((f.metadata() or {}).get(ORDER_KEY, "[]"))
+        return {k: state_dict[k] for k in order} if sorted(order) == sorted(state_dict) else state_dict
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises pickle / zip / runtime errors for foreign files
@@ -98,6 +105,12 @@ def load_weights_file(path: str | Path) -> StateDict:
     if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
         raise WeightsMismatchError(f"{path} does not hold a flat mapping of names to tensors")
     return dict(loaded)
+
+
+def save_weights_file(state_dict: Mapping[str, Tensor], path: str | Path) -> None:
+    """A state dict as safetensors, its names' order kept in the metadata (layouts mapped by position need it)."""
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path),
+              metadata={ORDER_KEY: json.dumps(list(state_dict))})
 
 
 def save_cache(state_dict: Mapping[str, Tensor], path: Path, *, source: str) -> None:

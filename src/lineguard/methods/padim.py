@@ -87,6 +87,7 @@ def mahalanobis(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
 @register
 class PaDiM(BackboneFeatures, Detector):
     name = "padim"
+    integer_state = Detector.integer_state | {"channels_"}  # the channels kept: indices
     radius: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError
 from lineguard.features.extractor import PatchExtractor, fit_size
 from lineguard.training import one_cycle_cosine, resolve_device, seeded, train
 
@@ -38,7 +39,7 @@ ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "encoder.json"
 
 
-class EncoderError(ValueError):
+class EncoderError(LineguardError, ValueError):
     """An encoder folder that is missing, malformed, or made for other backbone features."""
 
 

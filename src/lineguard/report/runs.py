@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lineguard.errors import LineguardError
 from lineguard.evaluation import EvaluationResult
 from lineguard.io.images import ImageError, read_image, resize
 from lineguard.io.store import ResultStore
@@ -24,7 +25,7 @@ from lineguard.scoring.threshold import Thresholds
 THRESHOLDS_FILE = "thresholds.json"
 
 
-class OtherThresholdsError(ValueError):
+class OtherThresholdsError(LineguardError, ValueError):
     """A results folder already holds decisions made with other thresholds."""
 
 
