@@ -24,7 +24,8 @@ class NoReadableImagesError(LineguardError, ValueError):
 
     def __init__(self, what: str, failed: Sequence[tuple[Path, str]]):
         self.failed = list(failed)
-        super().__init__(f"{what}: none of the {len(failed)} image(s) could be read: {describe(failed)}")
+        super().__init__(f"{what}: none of the {len(failed)} image(s) could be read: {describe(failed)}"
+                         if failed else f"{what}: no images")
 
 
 def describe(failed: Sequence[tuple[Path, str]], shown: int = 5) -> str:
