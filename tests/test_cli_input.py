@@ -226,3 +226,10 @@ def test_broken_model_folders_are_one_line_naming_the_file(model, mvtec_folder, 
     folder = corrupt(model, tmp_path, change)
     one_line_error(run("predict", folder, mvtec_folder / "test", "--out", tmp_path / "r"), str(folder / file),
                    words)
+
+
+def test_a_damaged_thresholds_file_is_named(model, good_images, tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "thresholds.json").write_text('{"image_threshold": ')
+    one_line_error(run("predict", model, good_images, "--out", tmp_path / "r"),
+                   f"{tmp_path / 'r' / 'thresholds.json'}: not a thresholds file")
