@@ -88,6 +88,7 @@ def _at_least_one(value: int) -> int:
 
 
 def _device(value: str | None) -> str | None:
+    """``--device``: a known device that this machine has (cuda only with a GPU)."""
     return None if value is None else str(resolve_device(value))
 
 MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method name (see `lineguard methods`).")]
@@ -176,6 +177,11 @@ def warn(message: str) -> None:
     console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
 
 
+def note_damaged(store: ResultStore, what_became_of_them: str) -> None:
+    if store.damaged:
+        warn(f"{store.path}: damaged line(s) {', '.join(map(str, store.damaged))} {what_became_of_them}")
+
+
 @app.command()
 def methods() -> None:
     """List the methods and their parameters with defaults."""
@@ -257,14 +263,14 @@ def calibrate_on(detector: Detector, images: list[Path], *, rule: str, false_ala
                                f"{describe(batches.failed)}")
     prediction = detector.predict(batches)
     report_failures(batches.failed)
-    good = len(batches.loaded) if labels is None else sum(1 for p in batches.loaded if not labels[images.index(p)])
+    if labels is not None:
+        by_path = dict(zip(images, labels, strict=True))
+        labels = [by_path[p] for p in batches.loaded]
+    good = len(batches.loaded) if labels is None else labels.count(0)
     if good < MIN_CALIBRATION_IMAGES:
         warn(f"only {good} good image(s) to calibrate on: a threshold learned from so few is itself uncertain "
              f"({DEFAULT_RULE} widens it for that and passes more defects; the other rules reject more good "
              "parts); hold out more (--holdout) or calibrate on more good images (`lineguard calibrate`)")
-    if labels is not None:
-        by_path = dict(zip(images, labels, strict=True))
-        labels = [by_path[p] for p in batches.loaded]
     detector.calibrate(prediction, rule=rule, false_alarm_rate=false_alarm_rate,
                        labels=None if labels is None else torch.tensor(labels))
     describe_thresholds(detector.thresholds)
@@ -332,9 +338,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         detector = load(inputs[0])
         paths = list_images(*inputs[1:])
     with ResultStore(out_dir) as store:  # one run writes a results folder at a time
-        if store.damaged:
-            warn(f"{store.path}: damaged line(s) {', '.join(map(str, store.damaged))} moved to "
-                 f"{store.folder / DAMAGED_FILE}; their images are scored again")
+        note_damaged(store, f"moved to {store.folder / DAMAGED_FILE}; their images are scored again")
         score_into(store, detector, paths, batch_size=batch_size, mad_factor=mad_factor, report=report)
 
 
@@ -482,8 +486,7 @@ def report_command(
         raise ParameterError(f"{results} is not a results folder: {RESULTS_FILE} is missing")
     labels = {str(s.path.resolve()): s.defect for s in load_dataset(data).test} if data else None
     store = ResultStore(results, readonly=True)  # a report may be made while a run is still writing
-    if store.damaged:
-        warn(f"{store.path}: damaged line(s) {', '.join(map(str, store.damaged))} left out of the report")
+    note_damaged(store, "left out of the report")
     page = store_report(store, title=f"lineguard: {results}", labels=labels, folder=out_dir)
     out.print(escape(f"report: {page}"))
 
@@ -583,6 +586,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the line's images 
     check_types("the monitor", LineMonitor.__init__, values)
     monitor = LineMonitor(**values)
     store = ResultStore(out_dir)
+    note_damaged(store, f"moved to {store.folder / DAMAGED_FILE}")
     watcher = FolderWatcher(folder, poll_seconds=poll)
     attempts: Counter[Path] = Counter()
     scored = 0

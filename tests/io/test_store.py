@@ -77,6 +77,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         again.append({"path": "a", "score": 1.0})
 
 
+@pytest.mark.slow
 def test_the_lock_goes_with_a_killed_process(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; from lineguard.io.store import ResultStore; "
                               f"s = ResultStore({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],

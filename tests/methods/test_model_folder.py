@@ -59,7 +59,7 @@ def test_a_folder_cannot_reach_outside_itself(weights_file, tmp_path, parts):
 
 
 def test_learned_state_is_checked(tmp_path, parts):
-    detector = lineguard.create("padim", image_size=128).fit(parts[0][:4])
+    detector = lineguard.create("padim", image_size=64, n_features=8).fit(parts[0][:4])
     folder = detector.save(tmp_path / "m")
     assert lineguard.load(folder).channels_.dtype == torch.int64  # indices are state too
     tensors = load_file(folder / "state.safetensors")
