@@ -133,7 +133,8 @@ def resolve_files(params: dict[str, Any], names: tuple[str, ...], folder: Path) 
         target = (folder / str(value)).resolve()
         where = f"{folder / CONFIG_FILE}: parameter {name}={value!r}"
         if not isinstance(value, str) or Path(value).is_absolute() or not target.is_relative_to(folder.resolve()):
-            raise ModelFolderError(f"{where} points outside the model folder; a model folder is self-contained")
+            raise ModelFolderError(f"{where} points outside the model folder, which must be self-contained: copy "
+                                   "the file into it and name it relative to the folder")
         if not target.exists():
             raise ModelFolderError(f"{where}: no such file in the model folder")
         if target.is_file() and target.suffix != ".safetensors":
