@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import lineguard
+from lineguard.errors import ParameterError
 from lineguard.methods import NotFittedError, available_methods, method_class
 from lineguard.metrics import image_auroc
 from tests.conftest import SIZE
@@ -66,5 +67,5 @@ def test_predict_before_fit_is_a_clear_error(name, parts):
 def test_unknown_method_and_parameter():
     with pytest.raises(ValueError, match="unknown method 'nope'.*knn"):
         lineguard.create("nope")
-    with pytest.raises(TypeError, match="no parameter.*bogus"):
+    with pytest.raises(ParameterError, match="no parameter.*bogus"):
         lineguard.create("knn", bogus=1)
