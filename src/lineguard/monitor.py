@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import PatchExtractor
 from lineguard.features.lnamd import DEFAULT_RADII, as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size
@@ -97,7 +98,7 @@ class LineMonitor:
                  warmup: int = 16, window: int = 200, mad_factor: float = 3.0, top_k: int = 10,
                  sigma: float = 0.0, seed: int = 0, weights: str | None = None, device: str = "cpu"):
         if bank_images < 1 or warmup < 1 or window < warmup or top_k < 1 or not mad_factor > 0:
-            raise ValueError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup, top_k ≥ 1 and mad_factor > 0; "
+            raise ParameterError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup, top_k ≥ 1 and mad_factor > 0; "
                              f"got {bank_images}, {warmup}, {window}, {top_k}, {mad_factor}")
         coreset_size(1, patch_ratio)  # validates the ratio
         self.backbone = backbone

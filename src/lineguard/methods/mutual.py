@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.lnamd import as_patch_rows, lnamd
 from lineguard.methods.base import Prediction, register
 from lineguard.methods.zero_data import ZeroDataDetector, combine_views
@@ -55,19 +56,19 @@ class Mutual(ZeroDataDetector):
         if self.max_subset_size is None:
             return [torch.arange(n)]
         if self.max_subset_size < 2:
-            raise ValueError(f"max_subset_size must be at least 2, got {self.max_subset_size}")
+            raise ParameterError(f"max_subset_size must be at least 2, got {self.max_subset_size}")
         count = -(-n // self.max_subset_size)
         return [torch.arange(s, n, count) for s in range(count)]
 
     def predict_levels(self, levels: Sequence[Tensor], subsets: Sequence[Tensor] | None = None) -> Prediction:
         """Compare images only within each subset of indices (default: ``subsets(N)``)."""
         if not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+            raise ParameterError(f"fraction must be in (0, 1], got {self.fraction}")
         n = len(levels[0])
         subsets = self.subsets(n) if subsets is None else subsets
         covered = torch.cat(list(subsets)).sort().values
         if not torch.equal(covered, torch.arange(n)):
-            raise ValueError(f"subsets must cover each of the {n} images exactly once")
+            raise ParameterError(f"subsets must cover each of the {n} images exactly once")
         grid = torch.empty(n, *levels[0].shape[-2:])  # (N, h, w)
         for subset in subsets:
             views = lnamd([level[subset] for level in levels], self.radius_list)

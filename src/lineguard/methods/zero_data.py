@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.lnamd import DEFAULT_RADII
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches
@@ -44,7 +45,7 @@ class ZeroDataDetector(BackboneFeatures, Detector):
     def fit(self, images: ImageInput = ()) -> Self:
         """Nothing to learn: the batch given to ``predict`` is its own reference."""
         if any(True for _ in as_batches(images, self.batch_size)):
-            raise ValueError(f"{self.name} uses no normal images: pass the unlabeled batch to predict()")
+            raise ParameterError(f"{self.name} uses no normal images: pass the unlabeled batch to predict()")
         return self
 
     def predict(self, images: ImageInput) -> Prediction:
@@ -60,7 +61,7 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         per_batch = [[level.cpu() for level in self.extractor.levels_of(batch)]
                      for batch in track(as_batches(images, self.batch_size), description)]
         if not per_batch:
-            raise ValueError(f"{self.name} needs a batch of images to score, got none")
+            raise ParameterError(f"{self.name} needs a batch of images to score, got none")
         return [torch.cat(levels) for levels in zip(*per_batch, strict=True)]
 
     def finish(self, grid_scores: Tensor, image_scores: Tensor, levels: Sequence[Tensor]) -> Prediction:
