@@ -1,6 +1,9 @@
-"""Every registered method fits, finds planted defects, saves and loads to identical scores."""
+"""Every registered method fits, finds planted defects, saves and loads to identical scores, and scores as the
+saved values say it did (a refactoring moves no number)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -10,6 +13,7 @@ from lineguard.errors import ParameterError
 from lineguard.methods import NotFittedError, available_methods, method_class
 from lineguard.metrics import image_auroc
 from tests.conftest import SIZE
+from tests.methods.saved_values import PATH, UNSAVED, fingerprint
 
 # Settings that keep a method fast on 2 CPU cores; everything else stays at its default.
 FAST: dict[str, dict] = {
@@ -44,6 +48,17 @@ def test_planted_defects_score_above_clean_images(fitted, parts):
         y, x = divmod(result.maps[i].argmax().item(), SIZE)
         near = torch.nn.functional.max_pool2d(masks[i][None, None].float(), 17, 1, 8)[0, 0]
         assert near[y, x] > 0, f"{detector.name}: image {i} peaks at {(y, x)}, off the defect"
+
+
+def test_scores_and_maps_are_the_saved_ones(fitted):
+    detector, result = fitted
+    if detector.name in UNSAVED:
+        pytest.skip(f"{detector.name}: no saved values while its algorithm changes")
+    saved = json.loads(PATH.read_text())[detector.name]
+    now = fingerprint(result.scores, result.maps)
+    assert now["scores"] == saved["scores"], detector.name
+    assert now == saved, f"{detector.name}: maps differ (max {now['maps_max']} vs {saved['maps_max']}, mean " \
+                         f"{now['maps_mean']} vs {saved['maps_mean']})"
 
 
 def test_save_load_gives_identical_scores(fitted, parts, tmp_path):
