@@ -41,7 +41,7 @@ from lineguard.methods import (
     load,
     method_class,
 )
-from lineguard.methods.params import check_types
+from lineguard.params import check_names, check_params
 from lineguard.metrics import MetricError
 from lineguard.report.overlay import mask_image
 from lineguard.report.runs import (OtherThresholdsError, evaluation_report, findings, save_thresholds,
@@ -578,12 +578,8 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the line's images 
               "weights": str(weights) if weights else None, "device": device, "seed": seed, "mad_factor": mad_factor}
     values = {key: value for key, value in common.items() if value is not None}
     values.update(parse_param(p) for p in param or [])
-    accepted = LineMonitor.__init__.__code__.co_varnames[1:LineMonitor.__init__.__code__.co_argcount]
-    unknown = sorted(set(values) - set(accepted))
-    if unknown:
-        raise ParameterError(f"the monitor has no parameter(s) {', '.join(unknown)}; "
-                             f"its parameters are: {', '.join(accepted)}")
-    check_types("the monitor", LineMonitor.__init__, values)
+    check_names("the monitor", LineMonitor, list(values))
+    check_params("the monitor", LineMonitor.__init__, values, {})
     monitor = LineMonitor(**values)
     store = ResultStore(out_dir)
     note_damaged(store, f"moved to {store.folder / DAMAGED_FILE}")

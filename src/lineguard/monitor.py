@@ -92,7 +92,7 @@ class LineMonitor:
       0.7129; pixel AUROC equal on bottle, 0.0015 lower on Magnetic Tile); ``seed`` for the patch samples.
     """
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, bank_images: int = 32, patch_ratio: float = 0.25,
                  warmup: int = 16, window: int = 200, mad_factor: float = 3.0, top_k: int = 10,
                  sigma: float = 0.0, seed: int = 0, weights: str | None = None, device: str = "cpu"):

@@ -136,7 +136,7 @@ def test_random_brightness_stays_within_its_range():
     (dict(max_shift=0.5), "max_shift"),
     (dict(brightness_delta=1.0), "brightness_delta"),
     (dict(contrast_delta=-0.1), "contrast_delta"),
-    (dict(rotations=-1, max_angle=10.0), "negative"),
+    (dict(rotations=-1, max_angle=10.0), "rotations must be at least 0"),
     (dict(rotations=3), "max_angle=0"),
     (dict(translations=2), "max_shift=0"),
     (dict(zooms=1), "zoom_delta=0"),

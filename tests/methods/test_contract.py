@@ -4,6 +4,7 @@ saved values say it did (a refactoring moves no number)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from tests.methods.saved_values import PATH, UNSAVED, fingerprint
 # Settings that keep a method fast on 2 CPU cores; everything else stays at its default.
 FAST: dict[str, dict] = {
     "autoencoder": {"epochs": 60, "batch_size": 4, "channels": [16, 32, 64, 64], "lr": 5e-3},
-    "dfr": {"epochs": 5, "batch_size": 256},
+    "dfr": {"epochs": 5, "patch_batch_size": 256},
     "cse": {"epochs": 2, "batch_size": 4, "clusters": 32, "pairs": 128, "bank_patches": 512},
 }
 
@@ -84,3 +85,55 @@ def test_unknown_method_and_parameter():
         lineguard.create("nope")
     with pytest.raises(ParameterError, match="no parameter.*bogus"):
         lineguard.create("knn", bogus=1)
+
+
+def constrained(name: str) -> list[tuple[str, object]]:
+    """(parameter, a value its constraints refuse) for every constrained parameter of method ``name``."""
+    cls = method_class(name)
+    return [(param, constraints[0].invalid_example()) for param, constraints in cls.constraints().items()
+            if param in cls.param_names()]
+
+
+def start_work(detector) -> None:
+    """The moment parameters are checked: fit, or predict for a method that learns nothing."""
+    images = torch.zeros(2, 3, 32, 32)
+    detector.fit(images) if detector.uses_normal_images else detector.predict(images)
+
+
+@pytest.mark.parametrize(("name", "param", "bad"), [(name, param, bad) for name in available_methods()
+                                                    for param, bad in constrained(name)])
+def test_a_value_outside_a_parameters_constraints_is_refused_by_name(name, param, bad):
+    detector = lineguard.create(name, **{param: bad}, **({"backbone": "no-such-backbone"}
+                                                         if "backbone" in method_class(name).param_names() else {}))
+    with pytest.raises(ParameterError, match=f"{name} parameter {param} must be .*got {re.escape(repr(bad))}"):
+        start_work(detector)
+
+
+@pytest.mark.parametrize(("name", "param"), [(name, param) for name in available_methods()
+                                             for param in method_class(name).param_names()])
+def test_a_value_of_the_wrong_type_is_refused_by_name(name, param):
+    detector = lineguard.create(name, **{param: {"not": "a value"}})  # no parameter takes a dict
+    with pytest.raises(ParameterError, match=f"{name} parameter {param} must be .*got {re.escape(repr({'not': 'a value'}))}"):
+        start_work(detector)
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_defaults_pass_the_contract_and_parameters_are_keyword_only(name):
+    cls = method_class(name)
+    cls().validate_params()
+    with pytest.raises(TypeError):
+        cls("effnet-lite0")
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_a_method_built_on_another_keeps_every_parameter_of_it(name):
+    cls = method_class(name)
+    for base in cls.__mro__[1:]:
+        if getattr(base, "name", None) in available_methods() and base is method_class(base.name):
+            assert set(base.param_names()) <= set(cls.param_names()), f"{name} drops parameters of {base.name}"
+
+
+def test_fewshot_takes_patchcores_channel_reduction(parts):
+    detector = lineguard.create("fewshot", image_size=64, weights="random", reduce_dim=16, hflip=False, vflip=False,
+                                brightness=0).fit(parts[0][:1])
+    assert detector.memory_bank_.shape[1] == 16

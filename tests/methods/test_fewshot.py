@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import lineguard
-from lineguard.features.augment import AugmentationError
+from lineguard.errors import ParameterError
 from lineguard.features.lighting import match_lighting
 from lineguard.metrics import image_auroc
 from lineguard.scoring.image import reweight
@@ -86,10 +86,10 @@ def test_all_augmentations_off_is_plain_patchcore_on_the_support(parts):
 
 
 @pytest.mark.parametrize(("params", "error", "message"), [
-    (dict(coreset_ratio=0.0), ValueError, "coreset ratio"),
-    (dict(b=0), ValueError, "re-weighting neighbours"),
-    (dict(max_angle=-5.0), AugmentationError, "max_angle"),
-    (dict(brightness=2, brightness_delta=1.5), AugmentationError, "brightness_delta"),
+    (dict(coreset_ratio=0.0), ValueError, "coreset_ratio"),
+    (dict(b=0), ValueError, "parameter b must be at least 1"),
+    (dict(max_angle=-5.0), ParameterError, "max_angle"),
+    (dict(brightness=2, brightness_delta=1.5), ParameterError, "brightness_delta"),
 ])
 def test_bad_parameters_fail_before_any_feature_is_extracted(params, error, message):
     detector = lineguard.create("fewshot", backbone="no-such-backbone", **params)

@@ -90,9 +90,10 @@ def test_thresholds_come_whole_and_valid(tmp_path, parts):
     ({"k": True}, "knn parameter k must be int, got True (bool)"),
     ({"sigma": "4"}, "knn parameter sigma must be float"),
 ])
-def test_parameters_of_the_wrong_type_are_named(params, words):
+def test_parameters_of_the_wrong_type_are_named_before_any_image_is_read(params, words):
+    detector = lineguard.create("knn", backbone="no-such-backbone", **params)  # constructing never fails
     with pytest.raises(ParameterError) as raised:
-        lineguard.create("knn", **params)
+        detector.fit(torch.zeros(1, 3, 32, 32))
     assert words in str(raised.value)
 
 

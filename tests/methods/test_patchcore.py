@@ -79,7 +79,7 @@ def test_channel_reduction(parts):
 
 
 @pytest.mark.parametrize(("param", "value", "message"), [
-    ("coreset_ratio", 0.0, "ratio"), ("coreset_ratio", 1.5, "ratio"), ("b", 0, "b .re-weighting"),
+    ("coreset_ratio", 0.0, "ratio"), ("coreset_ratio", 1.5, "ratio"), ("b", 0, "parameter b must be at least 1"),
     ("reduce_dim", 0, "reduce_dim"), ("projection_dim", 0, "projection_dim"),
     ("search", "annoy", "search must be"),
 ])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lineguard.errors import ParameterError
+from lineguard.params import NON_NEGATIVE, Interval, check_params
 
 
 class AugmentationError(ParameterError):
@@ -108,9 +109,12 @@ def adjust_contrast(images: Tensor, factor: float) -> Tensor:
     return TF.adjust_contrast(images, factor)
 
 
-def _check_range(name: str, value: float, low: float, high: float, *, closed: bool = False) -> None:
-    if not (low <= value <= high if closed else low <= value < high):
-        raise AugmentationError(f"{name} must be in [{low}, {high}{']' if closed else ')'}, got {value}")
+#: What each setting of :class:`Augmentations` may be; the few-shot detector declares its view parameters so.
+VIEW_CONSTRAINTS = {
+    "max_angle": [Interval(float, 0, 180)], "max_shift": [Interval(float, 0, 0.5, closed="left")],
+    "zoom_delta": [Interval(float, 0, 0.5)], "brightness_delta": [Interval(float, 0, 1, closed="left")],
+    "contrast_delta": [Interval(float, 0, 1, closed="left")],
+    **{count: [NON_NEGATIVE] for count in ("rotations", "translations", "zooms", "brightness", "contrast")}}
 
 
 @dataclass(frozen=True)
@@ -137,18 +141,12 @@ class Augmentations:
     contrast_delta: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_range("max_angle", self.max_angle, 0.0, 180.0, closed=True)
-        _check_range("max_shift", self.max_shift, 0.0, 0.5)
-        _check_range("zoom_delta", self.zoom_delta, 0.0, 0.5, closed=True)
-        _check_range("brightness_delta", self.brightness_delta, 0.0, 1.0)
-        _check_range("contrast_delta", self.contrast_delta, 0.0, 1.0)
+        check_params("Augmentations", Augmentations, vars(self), VIEW_CONSTRAINTS, error=AugmentationError)
         for count, size, size_name in ((self.rotations, self.max_angle, "max_angle"),
                                        (self.translations, self.max_shift, "max_shift"),
                                        (self.zooms, self.zoom_delta, "zoom_delta"),
                                        (self.brightness, self.brightness_delta, "brightness_delta"),
                                        (self.contrast, self.contrast_delta, "contrast_delta")):
-            if count < 0:
-                raise AugmentationError(f"augmentation counts cannot be negative, got {count}")
             if count and not size:
                 raise AugmentationError(f"{count} random views with {size_name}=0 would be plain copies; "
                                         f"set {size_name} > 0 or the count to 0")

@@ -33,7 +33,7 @@ class Mutual(ZeroDataDetector):
 
     name = "mutual"
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, fraction: float = 0.3, rescore_k: list[int] | None = None,
                  max_subset_size: int | None = None, sigma: float = 0.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):

@@ -118,7 +118,7 @@ class BatchCoreset(ZeroDataDetector):
 
     name = "testbatch"
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, sample_size: int = 16, coreset_ratio: float = 0.1,
                  rounds: int = 3, exclusion_fraction: float = 0.1, support_fraction: float = 0.3,
                  grow_quantile: float = 0.5, support_images: int = 32, max_candidates: int = 2048,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Self
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,13 +39,12 @@ class ZeroDataDetector(BackboneFeatures, Detector):
     def rescore_list(self) -> tuple[int, ...]:
         return tuple(self.rescore_k) if self.rescore_k is not None else DEFAULT_RESCORE_K
 
-    def fit(self, images: ImageInput = ()) -> Self:
+    def _fit(self, images: ImageInput) -> None:
         """Nothing to learn: the batch given to ``predict`` is its own reference."""
         if any(True for _ in as_batches(images, self.batch_size)):
             raise ValueError(f"{self.name} uses no normal images: pass the unlabeled batch to predict()")
-        return self
 
-    def predict(self, images: ImageInput) -> Prediction:
+    def _predict(self, images: ImageInput) -> Prediction:
         """Read every image once, then score the batch against itself."""
         return self.predict_levels(self.read_levels(images, f"{self.name}: features"))
 
