@@ -17,7 +17,7 @@ Three parts, each one command:
     python benchmarks/memory_bank.py grid
     python benchmarks/memory_bank.py kshot --backbone effnet-lite0 --backbone effnet-lite2 --threads 1
     python benchmarks/memory_bank.py kshot --shots 4                  # one K only
-    python benchmarks/memory_bank.py kshot --method fewshot --param brightness=2   # one variant
+    python benchmarks/memory_bank.py kshot --method fewshot --param brightness_views=2   # one variant
     python benchmarks/memory_bank.py throughput
     python benchmarks/memory_bank.py grid --param device=cuda      # on a GPU (rows keep the parameter)
 """
@@ -83,7 +83,7 @@ class SharedFeatures(PatchExtractor):
 
     def __call__(self, images: Tensor) -> Tensor:
         digest = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
-        key = (self.backbone_name, tuple(self.levels or ()), self.radius, self.image_size, self.head_key, digest)
+        key = (self.backbone_name, tuple(self.levels or ()), self.patch_size, self.image_size, self.head_key, digest)
         if key not in self.store:
             self.store[key] = super().__call__(images)
         return self.store[key]

@@ -138,7 +138,7 @@ def test_two_concurrent_runs_on_one_folder(model, mvtec_folder, tmp_path):
     (["--batch-size", "0"], ["--batch-size must be at least 1, got 0"]),
     (["--device", "tpu"], ["unknown device 'tpu'"]),
     (["--param", "k=abc"], ["knn parameter k must be int, got 'abc' (str)"]),
-    (["--param", "radius=2.5"], ["knn parameter radius must be int, got 2.5 (float)"]),
+    (["--param", "patch_size=2.5"], ["knn parameter patch_size must be int, got 2.5 (float)"]),
     (["--param", "levels=5"], ["knn parameter levels must be list[int] | None, got 5 (int)"]),
     (["--param", "k"], ["--param: expected KEY=VALUE, got 'k'"]),
 ])

@@ -113,7 +113,7 @@ class LineMonitor:
         self.sigma = sigma
         self.seed = seed
         self.extractor = PatchExtractor(backbone, levels=levels, weights=weights, device=device,
-                                        image_size=image_size, radius=1)
+                                        image_size=image_size, patch_size=1)
         self.banks: list[RingBank] = []  # one per level, built on the first image
         self.scores: deque[float] = deque(maxlen=window)
         self.seen = 0

@@ -135,5 +135,5 @@ def test_a_method_built_on_another_keeps_every_parameter_of_it(name):
 
 def test_fewshot_takes_patchcores_channel_reduction(parts):
     detector = lineguard.create("fewshot", image_size=64, weights="random", reduce_dim=16, hflip=False, vflip=False,
-                                brightness=0).fit(parts[0][:1])
+                                brightness_views=0).fit(parts[0][:1])
     assert detector.memory_bank_.shape[1] == 16

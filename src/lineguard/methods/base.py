@@ -13,14 +13,12 @@ Letters: N images, H × W image size.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from safetensors.torch import save_file
 from torch import Tensor
 
 from lineguard.errors import LineguardError, ParameterError
@@ -164,14 +162,9 @@ class Detector(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         learned = self.learned_attributes()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in flatten_tensors(learned).items()}
         others = {k: v for k, v in learned.items() if not (isinstance(v, Tensor) or is_tensor_dict(v))}
-        save_file(tensors, str(folder / model_folder.STATE_FILE))
         params = model_folder.bundle_files(self.get_params(), self.file_params, folder)
-        config = {"format_version": model_folder.FORMAT_VERSION, "method": self.name, "params": params,
-                  "state": others}
-        (folder / model_folder.CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-        return folder
+        return model_folder.write_folder(folder, self.name, params, flatten_tensors(learned), others)
 
     def _restore(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         for key, value in {**unflatten_tensors(tensors), **state}.items():

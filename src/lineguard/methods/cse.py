@@ -73,7 +73,7 @@ class CSE(TrainedNetwork, GridDetector):
     search_bank = "centroids_"
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, dim: int | None = None, clusters: int = 1024, temperature: float = 0.1,
+                 patch_size: int = 3, dim: int | None = None, clusters: int = 1024, temperature: float = 0.1,
                  pairs: int = 512, bank_patches: int = 4096, epochs: int = 3, lr: float = 1e-3,
                  batch_size: int = 16, kmeans_samples: int = 200_000, sigma: float = 4.0, seed: int = 0,
                  checkpoint_dir: str | None = None, resume: bool = False, weights: str | None = None,
@@ -81,7 +81,7 @@ class CSE(TrainedNetwork, GridDetector):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.dim = dim
         self.clusters = clusters
         self.temperature = temperature

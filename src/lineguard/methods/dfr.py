@@ -50,14 +50,14 @@ class DFR(TrainedNetwork, GridDetector):
                              "patch_batch_size": [POSITIVE]}
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, latent: int = 48, epochs: int = 10, lr: float = 2e-3,
+                 patch_size: int = 3, latent: int = 48, epochs: int = 10, lr: float = 2e-3,
                  patch_batch_size: int = 4096, sigma: float = 4.0, seed: int = 0,
                  checkpoint_dir: str | None = None, resume: bool = False, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.latent = latent
         self.epochs = epochs
         self.lr = lr
@@ -94,7 +94,7 @@ class DFR(TrainedNetwork, GridDetector):
               seed=self.seed, schedule=one_cycle_cosine(), checkpoint_dir=self.checkpoint_dir,
               resume=self.resume,
               fingerprint={"method": self.name, "backbone": self.backbone, "levels": self.levels,
-                           "image_size": self.image_size, "radius": self.radius, "latent": self.latent,
+                           "image_size": self.image_size, "patch_size": self.patch_size, "latent": self.latent,
                            "lr": self.lr}, description="dfr")
         self.keep_network(network)
 

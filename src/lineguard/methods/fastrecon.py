@@ -59,13 +59,13 @@ class FastRecon(GridDetector):
                              "lam": [Interval(float, 0, None)], "ridge": [Interval(float, 0, None)]}
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, coreset_ratio: float = 0.05, max_support: int = 512, lam: float = 2.0,
+                 patch_size: int = 3, coreset_ratio: float = 0.05, max_support: int = 512, lam: float = 2.0,
                  ridge: float = 1e-6, top_k: int = 1, sigma: float = 4.0, seed: int = 0,
                  weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.coreset_ratio = coreset_ratio
         self.max_support = max_support
         self.lam = lam

@@ -26,12 +26,12 @@ class KNN(GridDetector):
     search_bank = "memory_bank_"
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, k: int = 1, sigma: float = 4.0, weights: str | None = None,
+                 patch_size: int = 3, k: int = 1, sigma: float = 4.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.k = k
         self.sigma = sigma
         self.weights = weights

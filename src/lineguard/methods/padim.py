@@ -90,7 +90,7 @@ class PaDiM(GridDetector):
     integer_state = Detector.integer_state | {"channels_"}  # the channels kept: indices
     parameter_constraints = {"n_features": [POSITIVE], "eps": [Interval(float, 0, None)],
                              "shrinkage": [Options(*SHRINKAGE)]}
-    radius: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
+    patch_size: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  n_features: int | None = None, eps: float = 0.01, shrinkage: str = "none",

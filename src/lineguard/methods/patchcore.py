@@ -34,24 +34,24 @@ SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 @register
 class PatchCore(GridDetector):
     name = "patchcore"
-    parameter_constraints = {"coreset_ratio": [FRACTION], "b": [POSITIVE], "reduce_dim": [POSITIVE],
+    parameter_constraints = {"coreset_ratio": [FRACTION], "reweight_neighbours": [POSITIVE], "reduce_dim": [POSITIVE],
                              "projection_dim": [POSITIVE], "baseline_quantile": [QUANTILE],
                              "search": [Options(*SEARCH_BACKENDS)]}
     search_bank = "memory_bank_"
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.1,
-                 projection_dim: int = 128, b: int = 9, search: str = "auto", sigma: float = 4.0,
+                 patch_size: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.1,
+                 projection_dim: int = 128, reweight_neighbours: int = 9, search: str = "auto", sigma: float = 4.0,
                  baseline_quantile: float | None = None, seed: int = 0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.reduce_dim = reduce_dim
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
-        self.b = b
+        self.reweight_neighbours = reweight_neighbours
         self.search = search
         self.sigma = sigma
         self.baseline_quantile = baseline_quantile
@@ -81,7 +81,7 @@ class PatchCore(GridDetector):
         dist, nearest = self.index.search(queries, k=1)  # (B·h·w, 1) each
         patch_scores = dist.view(n, h * w)
         image_scores = reweighted_max(queries.view(n, h * w, -1), patch_scores, nearest.view(n, h * w),
-                                      self.memory_bank_, self.index, self.b)
+                                      self.memory_bank_, self.index, self.reweight_neighbours)
         if self.baseline_quantile is not None:
             image_scores = above_baseline(image_scores, patch_scores, self.baseline_quantile)
         return patch_scores.view(n, h, w), image_scores

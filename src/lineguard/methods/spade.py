@@ -37,12 +37,12 @@ class SPADE(GridDetector):
     parameter_constraints = {"k_images": [POSITIVE]}
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 1, k_images: int = 10, sigma: float = 4.0, weights: str | None = None,
+                 patch_size: int = 1, k_images: int = 10, sigma: float = 4.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.k_images = k_images
         self.sigma = sigma
         self.weights = weights
@@ -53,7 +53,7 @@ class SPADE(GridDetector):
         """Per batch: (B, G) global features (deepest level, averaged) and (B, D, h, w) patch features."""
         for batch in track(batches, description):
             levels = self.extractor.levels_of(batch)
-            yield levels[-1].mean(dim=(2, 3)), patch_features(levels, radius=self.radius)
+            yield levels[-1].mean(dim=(2, 3)), patch_features(levels, patch_size=self.patch_size)
 
     def learn(self, features: Iterator[tuple[Tensor, Tensor]]) -> None:
         pairs = list(features)

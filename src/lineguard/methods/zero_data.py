@@ -29,7 +29,7 @@ class ZeroDataDetector(BackboneFeatures, Detector):
     (backbone, levels, weights, device, image_size, batch_size, radii, rescore_k, sigma) in ``__init__``."""
 
     uses_normal_images = False
-    radius = 1  # the extractor's own aggregation is off: LNAMD aggregates at its radii
+    patch_size = 1  # the extractor's own aggregation is off: LNAMD aggregates at its radii
 
     @property
     def radius_list(self) -> tuple[int, ...]:
