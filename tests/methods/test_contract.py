@@ -112,8 +112,9 @@ def test_a_value_outside_a_parameters_constraints_is_refused_by_name(name, param
 @pytest.mark.parametrize(("name", "param"), [(name, param) for name in available_methods()
                                              for param in method_class(name).param_names()])
 def test_a_value_of_the_wrong_type_is_refused_by_name(name, param):
-    detector = lineguard.create(name, **{param: {"not": "a value"}})  # no parameter takes a dict
-    with pytest.raises(ParameterError, match=f"{name} parameter {param} must be .*got {re.escape(repr({'not': 'a value'}))}"):
+    bad = {"not": "a value"}  # no parameter takes a dict
+    detector = lineguard.create(name, **{param: bad})
+    with pytest.raises(ParameterError, match=f"{name} parameter {param} must be .*got {re.escape(repr(bad))}"):
         start_work(detector)
 
 

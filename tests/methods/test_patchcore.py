@@ -79,7 +79,8 @@ def test_channel_reduction(parts):
 
 
 @pytest.mark.parametrize(("param", "value", "message"), [
-    ("coreset_ratio", 0.0, "ratio"), ("coreset_ratio", 1.5, "ratio"), ("reweight_neighbours", 0, "parameter reweight_neighbours must be at least 1"),
+    ("coreset_ratio", 0.0, "ratio"), ("coreset_ratio", 1.5, "ratio"),
+    ("reweight_neighbours", 0, "parameter reweight_neighbours must be at least 1"),
     ("reduce_dim", 0, "reduce_dim"), ("projection_dim", 0, "projection_dim"),
     ("search", "annoy", "search must be"),
 ])

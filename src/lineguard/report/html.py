@@ -18,7 +18,7 @@ from PIL import Image
 from lineguard.metrics import evaluate as image_metrics
 from lineguard.report.charts import histogram_svg, roc_svg
 from lineguard.report.overlay import NORMALIZED_RANGE, annotate, display_range
-from lineguard.scoring.regions import Finding
+from lineguard.inspect import Finding
 from lineguard.scoring.threshold import NORMALIZED_THRESHOLD
 
 THUMBNAIL = 256
