@@ -6,6 +6,8 @@ decisions and regions later, without the model; both kinds go through the one pi
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,14 @@ def _picture(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         return np.full((*size, 3), 128, dtype=np.uint8)
 
 
-def _item(path: str | Path, finding: Finding, label: str | None = None, mask: np.ndarray | None = None
-          ) -> ReportItem:
-    shown = finding.map if finding.normalized_map is None else finding.normalized_map
-    return ReportItem(Path(path).name, _picture(path, finding.map.shape), shown, finding.score, label=label,
-                      mask=mask, finding=finding if finding.decision is not None else None)
+def _items(paths: list[str | Path], findings: list[Finding], labels: list[str | None],
+           masks: list[np.ndarray | None]) -> list[ReportItem]:
+    """Report items; the inputs are read again in parallel (decoding releases the interpreter lock)."""
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        pictures = list(pool.map(_picture, paths, [f.map.shape for f in findings]))
+    return [ReportItem(Path(path).name, picture, f.map if f.normalized_map is None else f.normalized_map, f.score,
+                       label=label, mask=mask, finding=f if f.decision is not None else None)
+            for path, picture, f, label, mask in zip(paths, pictures, findings, labels, masks, strict=True)]
 
 
 def store_report(store: ResultStore, *, title: str, labels: dict[str, str] | None = None,
@@ -38,10 +43,11 @@ def store_report(store: ResultStore, *, title: str, labels: dict[str, str] | Non
     """The report of a results folder (into ``folder``, default ``<results>/report``). ``labels`` maps image
     paths to "good" or a defect type, for the charts and metrics of labelled data."""
     thresholds = load_thresholds(store.folder)
-    items = []
-    for row in store.rows:
-        (finding,) = decide(np.array([row["score"]], dtype=np.float32), store.load_map(row)[None], thresholds)
-        items.append(_item(row["path"], finding, label=(labels or {}).get(row["path"])))
+    rows = store.rows
+    findings = [decide(np.array([row["score"]], dtype=np.float32), store.load_map(row)[None], thresholds)[0]
+                for row in rows]
+    items = _items([row["path"] for row in rows], findings, [(labels or {}).get(row["path"]) for row in rows],
+                   [None] * len(rows))
     return write_report(folder or store.folder / "report", items, title=title,
                         calibration=thresholds.calibration if thresholds else None)
 
@@ -50,7 +56,7 @@ def evaluation_report(folder: Path, result, *, title: str, thresholds: Threshold
     """The report of an evaluation (``evaluation.EvaluationResult``): labelled test images with their
     ground-truth outlines and the metrics."""
     findings = decide(result.prediction.scores, result.prediction.maps, thresholds)
-    items = [_item(s.path, finding, label=s.defect, mask=as_array(mask))
-             for s, finding, mask in zip(result.samples, findings, result.masks, strict=True)]
+    items = _items([s.path for s in result.samples], findings, [s.defect for s in result.samples],
+                   [as_array(mask) for mask in result.masks])
     return write_report(folder, items, title=title, metrics=result.metrics,
                         calibration=thresholds.calibration if thresholds else None)
