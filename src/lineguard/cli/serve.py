@@ -26,7 +26,11 @@ def serve_command(
                                                           "or stalled one gets 408.")] = 60.0) -> None:
     """Serve a model: REST API (/v1/inspect, /v1/inspect-batch, /v1/model, /healthz, /docs) and the web page
     at /. The model is loaded once."""
+    from lineguard.extras import require
     from lineguard.methods import load
+
+    for module in ("fastapi", "uvicorn", "multipart"):
+        require(module, "lineguard serve")
     from lineguard.serve import Limits, create_app, serve
 
     if not 1 <= port <= 65535:

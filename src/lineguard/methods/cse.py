@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lineguard.errors import ParameterError
+from lineguard.extras import require
 from lineguard.features.extractor import fit_size
 from lineguard.features.patches import flatten_patches
 from lineguard.features.perlin import downsample_masks, plant_defects
@@ -150,8 +151,7 @@ class CSE(TrainedNetwork, GridDetector):
         if len(chosen) < self.clusters:
             raise ParameterError(f"{self.clusters} clusters need at least as many normal patches, "
                                  f"got {len(chosen)}; lower clusters")
-        import faiss  # only here: without faiss every other method still works
-
+        faiss = require("faiss", "cse's k-means")  # only here: without faiss every other method still works
         kmeans = faiss.Kmeans(chosen.shape[1], self.clusters, niter=25, seed=self.seed)
         kmeans.train(chosen.contiguous().numpy())
         return torch.from_numpy(kmeans.centroids).clone()
