@@ -233,3 +233,9 @@ def test_a_damaged_thresholds_file_is_named(model, good_images, tmp_path):
     (tmp_path / "r" / "thresholds.json").write_text('{"image_threshold": ')
     one_line_error(run("predict", model, good_images, "--out", tmp_path / "r"),
                    f"{tmp_path / 'r' / 'thresholds.json'}: not a thresholds file")
+
+
+def test_fit_with_a_test_batch_method_says_how_to_use_it(mvtec_folder, tmp_path):
+    result = CliRunner().invoke(app, ["fit", "--method", "testbatch", "--data", str(mvtec_folder), "--out",
+                                      str(tmp_path / "m")])
+    assert result.exit_code == 2 and "lineguard predict --method testbatch" in " ".join(result.output.split())

@@ -30,10 +30,9 @@ from torch import Tensor
 from lineguard.features.extractor import PatchExtractor
 from lineguard.features.lnamd import DEFAULT_RADII, as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size
-from lineguard.methods.zero_data import combine_views
 from lineguard.scoring.batch import match_bank
 from lineguard.scoring.image import top_k_mean
-from lineguard.scoring.maps import anomaly_maps
+from lineguard.scoring.maps import anomaly_maps, combine_views
 from lineguard.scoring.threshold import robust_threshold
 
 

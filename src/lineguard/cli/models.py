@@ -42,16 +42,19 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: OutOpt
 
     detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights, device=device,
                               seed=seed, params=param)
+    if not detector.uses_normal_images:
+        raise ParameterError(f"{method} learns nothing from normal images: score a batch with `lineguard predict "
+                             f"--method {method} IMAGES --out RESULTS`")
     dataset = load_dataset(data)
     held_out: list[Path] = []
-    if calibrate != "none" and detector.uses_normal_images:
+    if calibrate != "none":
         if calibrate not in GOOD_IMAGE_RULES:
             raise ParameterError(f"--calibrate must be {', '.join(GOOD_IMAGE_RULES)} or none, got {calibrate!r}")
         held_out = holdout_split(dataset.good_train, holdout, seed)
         dataset = replace(dataset, train=[s for s in dataset.train if s.path not in set(held_out)])
     support = select_support(dataset, shots, seed)
     batches = ImageBatches(support, size=detector.image_size, batch_size=batch_size)
-    detector.fit(batches.require_readable(f"fit on {data}") if detector.uses_normal_images else batches)
+    detector.fit(batches.require_readable(f"fit on {data}"))
     report_failures(batches.failed)
     out.print(f"fitted {method} on {len(batches.loaded)} images")
     if held_out:

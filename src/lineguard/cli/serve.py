@@ -29,7 +29,7 @@ def serve_command(
     from lineguard.extras import require
     from lineguard.methods import load
 
-    for module in ("fastapi", "uvicorn", "multipart"):
+    for module in ("fastapi", "uvicorn"):
         require(module, "lineguard serve")
     from lineguard.serve import Limits, create_app, serve
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lineguard.errors import ParameterError
 from lineguard.features.extractor import fit_size
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches, register
 from lineguard.params import POSITIVE, Each, Interval
 from lineguard.scoring.maps import gaussian_blur
 from lineguard.training import TrainedNetwork, one_cycle_cosine, resolve_device, train
@@ -105,7 +105,8 @@ class Autoencoder(TrainedNetwork, Detector):
         data = torch.cat([fit_size(b.float(), self.image_size) for b in as_batches(images, self.batch_size)])
         held, kept = holdout_split(len(data), self.holdout, self.seed)
         if len(kept) == 0:
-            raise ValueError(f"fit needs normal images to train on, got {len(data)}")
+            raise NoImagesError(f"{self.name}: fit needs normal images to train on besides the held-out ones, got "
+                                f"{len(data)}")
 
         network = self.new_network(self.seed)
         optimizer = torch.optim.Adam(network.parameters(), lr=self.lr)

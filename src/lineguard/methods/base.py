@@ -44,6 +44,10 @@ class Prediction:
                              f"{tuple(self.maps.shape)}")
 
 
+class NoImagesError(LineguardError, ValueError):
+    """``fit`` or ``predict`` was handed no image (or too few) to work on."""
+
+
 class NotFittedError(LineguardError, RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
 

@@ -25,16 +25,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from lineguard.errors import LineguardError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.memory.knn import NearestNeighbours
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches
+from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches
 from lineguard.scoring.image import max_score
 from lineguard.scoring.maps import anomaly_maps
-
-
-class NoImagesError(LineguardError, ValueError):
-    """``fit`` or ``predict`` was handed no image at all."""
 
 
 class GridDetector(BackboneFeatures, Detector):

@@ -19,9 +19,10 @@ from torch import Tensor
 
 from lineguard.features.lnamd import as_patch_rows, lnamd
 from lineguard.methods.base import Prediction, register
-from lineguard.methods.zero_data import ZeroDataDetector, combine_views
+from lineguard.methods.zero_data import ZeroDataDetector
 from lineguard.scoring.batch import mutual_patch_scores
 from lineguard.scoring.image import max_score
+from lineguard.scoring.maps import combine_views
 
 
 @register

@@ -46,9 +46,10 @@ from torch import Tensor
 from lineguard.features.lnamd import as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size, greedy_coreset
 from lineguard.methods.base import Prediction, register
-from lineguard.methods.zero_data import ZeroDataDetector, combine_views
+from lineguard.methods.zero_data import ZeroDataDetector
 from lineguard.scoring.batch import match_bank, nearest_images, nearest_in_each_image
 from lineguard.scoring.image import above_baseline, check_baseline_quantile, top_k_mean
+from lineguard.scoring.maps import combine_views
 
 
 @dataclass(frozen=True)

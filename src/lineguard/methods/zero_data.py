@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lineguard.features.extractor import BackboneFeatures
@@ -68,16 +68,3 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         cells = self.sigma * grid_scores.shape[-1] / self.image_size
         maps = upsample(gaussian_blur(grid_scores.float(), cells), (self.image_size, self.image_size))
         return Prediction(scores, maps)
-
-
-def combine_views(view_scores: Sequence[Sequence[Tensor]]) -> Tensor:
-    """``view_scores[l][r]`` (N, h_l, w_l) -> (N, h, w): mean over radii, levels brought to the finest grid
-    (bilinear), mean over levels. Both means are linear, so their order does not matter."""
-    grid = view_scores[0][0].shape[-2:]
-    per_level = []
-    for radius_scores in view_scores:
-        level = torch.stack(list(radius_scores)).mean(0)[:, None]  # (N, 1, h_l, w_l)
-        if level.shape[-2:] != grid:
-            level = F.interpolate(level, size=grid, mode="bilinear", align_corners=False)
-        per_level.append(level[:, 0])
-    return torch.stack(per_level).mean(0)
