@@ -66,6 +66,22 @@ def test_predict_rows_have_decisions_regions_and_masks(model, mvtec_folder, tmp_
     assert all(f'data-label="{labels[r["path"]]}"' in text for r in rows)
 
 
+def test_predict_and_the_service_say_the_same_of_each_image(model, mvtec_folder, tmp_path):
+    from fastapi.testclient import TestClient
+
+    import lineguard
+    from lineguard.serve import create_app
+
+    invoke("predict", model, mvtec_folder / "test", "--out", tmp_path / "results", "--no-report")
+    rows = [json.loads(line) for line in (tmp_path / "results" / "results.jsonl").read_text().splitlines()]
+    client = TestClient(create_app(lineguard.load(model)))
+    files = [("files", (row["path"], open(row["path"], "rb"), "image/png")) for row in rows]
+    answers = client.post("/v1/inspect-batch?images=false", files=files).json()["results"]
+    keys = ("score", "normalized_score", "decision", "regions")
+    assert [{k: a[k] for k in keys} for a in answers] == [{k: r[k] for k in keys} for r in rows]
+    assert {r["decision"] for r in rows} == {"ok", "defect"}
+
+
 @pytest.mark.slow
 def test_recalibrating_refuses_to_mix_decisions_in_one_results_folder(model, mvtec_folder, tmp_path):
     recalibrated = tmp_path / "model"

@@ -34,9 +34,11 @@ from lineguard.errors import ParameterError
 from lineguard.features.lnamd import as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size, image_coresets
 from lineguard.methods.base import Prediction, register
-from lineguard.methods.zero_data import ZeroDataDetector, combine_views
+from lineguard.methods.zero_data import ZeroDataDetector
+from lineguard.params import FRACTION, POSITIVE, Each, Interval
 from lineguard.scoring.batch import look_alikes, nearest_in_look_alikes
 from lineguard.scoring.image import top_k_mean
+from lineguard.scoring.maps import combine_views
 
 
 @register
@@ -61,6 +63,9 @@ class BatchLookAlikes(ZeroDataDetector):
     """
 
     name = "testbatch"
+    parameter_constraints = {"look_alikes": [POSITIVE], "cells": [POSITIVE], "reference_ratio": [FRACTION],
+                             "match_images": [POSITIVE], "top_k": [POSITIVE], "rescore_k": [Each(POSITIVE)],
+                             "radii": [Each(Interval(int, 1, None, odd=True))]}
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, look_alikes: int = 32, cells: int = 8,
@@ -86,15 +91,8 @@ class BatchLookAlikes(ZeroDataDetector):
     def rescore_list(self) -> tuple[int, ...]:
         return tuple(self.rescore_k or ())
 
-    def check_params(self) -> None:
-        for name in ("look_alikes", "cells", "match_images", "top_k"):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.reference_ratio <= 1:
-            raise ParameterError(f"reference_ratio must be in (0, 1], got {self.reference_ratio}")
-
     def predict_levels(self, levels: list[Tensor]) -> Prediction:
-        self.check_params()
+        self.validate_params()  # also here: benchmarks score cached levels without predict()
         n = len(levels[0])
         if n < 2:
             raise ParameterError(f"testbatch needs at least 2 images in the batch, got {n}")
