@@ -160,7 +160,7 @@ def run_stream(spec: dict, data: dict[str, Path]) -> dict:
     defects = [(test, i) for i, y in enumerate(labels) if y == 1]
     rng = random.Random(0)
     monitor = LineMonitor(backbone=BACKBONE, image_size=SIZE)
-    seconds, rss, truth, decided = [], {}, [], []
+    seconds, rss, decided = [], {}, []
     for step in range(spec["length"]):
         is_defect = step >= 2 * monitor.warmup and rng.random() < spec["defect_rate"]
         source, i = rng.choice(defects if is_defect else normal)
