@@ -36,7 +36,7 @@ from zero_data_cache import extract
 
 OUT = Path(__file__).parent / "results" / "test_batch"
 FRACTIONS = [0.0, 0.05, 0.10, 0.20]  # 0: a clean batch, where only the false alarms can be counted
-SEEDS = (0, 1, 2, 3, 4)  # draws of testbatch per cell: a 5 % batch holds 10 defects, one draw is a noisy estimate
+DRAWS = 5  # of testbatch per cell (seeds 0, 1, …): a 5 % batch holds 10 defects, one draw is a noisy estimate
 PEER_SEEDS = (0,)  # the all-pairs pass costs 10–20 × testbatch: one draw per cell
 # the posed synthetic parts, as benchmarked: 320 good training images, 40 good and 120 defective test images
 POSED = {"kind": "posed", "size": 512, "n_train": 320, "n_test_good": 40, "n_test_defective": 120, "seed": 0}
@@ -87,11 +87,11 @@ def whole(data: dict[str, Path], methods: list[str], threads: int) -> None:
     write_table("whole", lines, f"whole test set; peers on MuSc's subsets; torch threads: {threads}")
 
 
-def contamination(data: dict[str, Path], methods: list[str], threads: int) -> None:
+def contamination(data: dict[str, Path], methods: list[str], threads: int, draws: int) -> None:
     specs = []
     for name in data:
         for method in methods:
-            seeds = SEEDS if method == "testbatch" else PEER_SEEDS
+            seeds = range(draws) if method == "testbatch" else PEER_SEEDS
             fractions = FRACTIONS if method == "testbatch" else FRACTIONS[1:]
             specs += [{"part": "batch", "dataset": name, "method": method, "fraction": f, "batch": 200, "seed": s}
                       for f in fractions for s in seeds]
@@ -122,8 +122,8 @@ def contamination(data: dict[str, Path], methods: list[str], threads: int) -> No
     write_table("contamination", tables + ["### decisions of each batch on itself", "",
                                            "Rule `mad`, as `lineguard predict` makes them: false alarms per 100 "
                                            "good images; defects found, of all drawn.", "", *decisions],
-                f"200-image batches, mean ± sd over draws (n): testbatch seeds {list(SEEDS)}, the peers (mutual, "
-                f"leave-one-out) {list(PEER_SEEDS)}. Last column: scoring time over the backbone forward time of the "
+                f"200-image batches, mean ± sd over draws (n): testbatch seeds {list(range(draws))}, the peers "
+                f"(mutual, leave-one-out) {list(PEER_SEEDS)}. Last column: scoring time over the backbone forward time of the "
                 f"same images measured in the same process (a batch takes 1 + that × backbone); torch threads: "
                 f"{threads}")
 
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, action="append", default=[], help="a dataset folder (repeat)")
     parser.add_argument("--methods", default="testbatch,peers", help="comma-separated: testbatch, peers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
+    parser.add_argument("--draws", type=int, default=DRAWS, help="batches drawn per testbatch cell")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part == "posed-data":
@@ -196,7 +197,7 @@ def main() -> None:
     if args.part in ("all", "whole"):
         whole(data, methods, args.threads)
     if args.part in ("all", "contamination"):
-        contamination(data, methods, args.threads)
+        contamination(data, methods, args.threads, args.draws)
     if args.part in ("all", "reference"):
         reference(data)
     if args.part in ("all", "stream"):
