@@ -123,9 +123,9 @@ def contamination(data: dict[str, Path], methods: list[str], threads: int, draws
                                            "Rule `mad`, as `lineguard predict` makes them: false alarms per 100 "
                                            "good images; defects found, of all drawn.", "", *decisions],
                 f"200-image batches, mean ± sd over draws (n): testbatch seeds {list(range(draws))}, the peers "
-                f"(mutual, leave-one-out) {list(PEER_SEEDS)}. Last column: scoring time over the backbone forward time of the "
-                f"same images measured in the same process (a batch takes 1 + that × backbone); torch threads: "
-                f"{threads}")
+                f"(mutual, leave-one-out) {list(PEER_SEEDS)}. Last column: scoring time over the backbone forward "
+                f"time of the same images measured in the same process (a batch takes 1 + that × backbone); torch "
+                f"threads: {threads}")
 
 
 def decision_cell(entries: list[dict]) -> str:
