@@ -88,13 +88,13 @@ def whole(data: dict[str, Path], methods: list[str], threads: int) -> None:
 
 
 def contamination(data: dict[str, Path], methods: list[str], threads: int, draws: int) -> None:
-    specs = []
-    for name in data:
+    specs = []  # draw by draw, so that an interrupted run has every cell at a draw or two
+    for seed in range(draws):
         for method in methods:
-            seeds = range(draws) if method == "testbatch" else PEER_SEEDS
             fractions = FRACTIONS if method == "testbatch" else FRACTIONS[1:]
-            specs += [{"part": "batch", "dataset": name, "method": method, "fraction": f, "batch": 200, "seed": s}
-                      for f in fractions for s in seeds]
+            if method == "testbatch" or seed in PEER_SEEDS:
+                specs += [{"part": "batch", "dataset": name, "method": method, "fraction": f, "batch": 200,
+                           "seed": seed} for f in [*fractions[1:], fractions[0]] for name in data]
     rows = run_specs("contamination", specs, data, threads)
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
