@@ -59,7 +59,7 @@ USER_ERRORS = (ImageError, DatasetError, WeightsNotFoundError, NotFittedError, N
                MetricError, FileNotFoundError, ValueError, TypeError)
 
 MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method name (see `lineguard methods`).")]
-BackboneOpt = Annotated[str | None, typer.Option(help=f"Backbone name (default {DEFAULT_BACKBONE}).")]
+BackboneOpt = Annotated[str | None, typer.Option(help=f"Backbone (default: the method's, mostly {DEFAULT_BACKBONE}).")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter KEY=VALUE (repeatable).")]
 ImageSizeOpt = Annotated[int | None, typer.Option(help="Working resolution in pixels (default 256).")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Backbone weight file (skips cache and hub).")]
@@ -110,8 +110,8 @@ def build_detector(method: str, *, backbone: str | None, image_size: int | None,
     common = {"backbone": backbone, "image_size": image_size, "weights": str(weights) if weights else None,
               "device": device, "seed": seed}
     for key, value in common.items():
-        if key in accepted and key not in values and (value is not None or key == "backbone"):
-            values[key] = DEFAULT_BACKBONE if key == "backbone" and value is None else value
+        if key in accepted and key not in values and value is not None:  # else the method's own default
+            values[key] = value
         elif value is not None and key not in accepted and key != "seed":
             raise typer.BadParameter(f"method {method!r} takes no {key}")
     return create(method, **values)
@@ -569,6 +569,41 @@ def train_encoder_command(
                             device=device)
     save_encoder(encoder, out_dir)
     out.print(f"encoder trained on {len(data)} categories; saved to {out_dir}")
+
+
+@app.command("train-prompts")
+def train_prompts_command(
+        data: Annotated[list[Path], typer.Option(help="Labelled dataset folder (repeat for several): its test "
+                                                      "split's images and masks are learned from.")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Prompts folder to write (then: predict --method M "
+                                                            "--param prompts=FOLDER).")],
+        method: Annotated[str, typer.Option("--method", "-m", help="anomalyclip, or prompts (any backbone).")
+                          ] = "anomalyclip",
+        backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
+        param: ParamOpt = None, epochs: int = 15, lr: float = 1e-3, batch_size: int = 8,
+        local_weight: Annotated[float, typer.Option(help="Weight of the local (map) loss terms against the "
+                                                         "global one.")] = 1.0, seed: SeedOpt = 0,
+        device: Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present).")] = "auto",
+        resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT/checkpoint.")] = False
+        ) -> None:
+    """Learn a zero-shot method's normal and abnormal prompts on labelled datasets (checkpointed every epoch
+    in OUT/checkpoint), for categories never seen in training."""
+    from lineguard.prompts.detector import PromptDetector, save_prompts
+    from lineguard.prompts.training import labelled_images, train_prompts
+    from lineguard.training import resolve_device
+
+    detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights,
+                              device=str(resolve_device(device)), seed=None, params=param)
+    if not isinstance(detector, PromptDetector):
+        raise typer.BadParameter(f"{method} learns no prompts; train-prompts takes anomalyclip or prompts")
+    images, failed = labelled_images([load_dataset(folder) for folder in data], detector.image_size)
+    report_failures(failed)
+    console.print(f"{len(images)} labelled images ({int(images.labels.sum())} defective)")
+    run = train_prompts(detector, images, epochs=epochs, lr=lr, batch_size=batch_size, local_weight=local_weight,
+                        seed=seed, checkpoint_dir=out_dir / "checkpoint", resume=resume)
+    save_prompts(detector, out_dir)
+    out.print(f"prompts of {method} learned in {run.seconds:.0f} s (loss {run.losses[0]:.4f} -> {run.losses[-1]:.4f}); "
+              f"saved to {out_dir}")
 
 
 def main() -> None:
