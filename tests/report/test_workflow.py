@@ -25,9 +25,11 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def model(mvtec_folder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "m"
+    # 8 good images: 2 held out, which only mean + 3 sd turns into a usable threshold (and fit warns)
     output = invoke("fit", "--method", "knn", "--data", mvtec_folder, "--out", folder, "--image-size",
-                    128).output
+                    128, "--calibrate", "mu3sigma").output
     assert "fitted knn on 6 images" in output and "mu3sigma: mean + 3 sd of 2 good images" in output
+    assert "only 2 good image(s) to calibrate on" in " ".join(output.split())
     return folder
 
 
@@ -78,7 +80,7 @@ def test_recalibrating_refuses_to_mix_decisions_in_one_results_folder(model, mvt
     assert state(recalibrated)["pixel_threshold_"] == 3.5
     result = runner.invoke(app, ["predict", str(recalibrated), str(mvtec_folder / "test"), "--out",
                                  str(tmp_path / "results")])
-    assert result.exit_code != 0 and "other thresholds" in str(result.exception)
+    assert result.exit_code != 0 and "other thresholds" in result.output
 
     invoke("calibrate", recalibrated, "--data", mvtec_folder, "--rule", "f1")
     assert "F1-max on 8 labelled images" in state(recalibrated)["calibration_"]

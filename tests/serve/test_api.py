@@ -47,7 +47,7 @@ def test_healthz_and_model(client, model):
     info = client.get("/v1/model").json()
     assert info["method"] == "knn" and info["image_size"] == 128 and info["auth"] is False
     assert info["thresholds"]["image_threshold"] == model.thresholds.image_threshold
-    assert info["normalized_threshold"] == 1.0 and "mu3sigma" in info["calibration"]
+    assert info["normalized_threshold"] == 1.0 and "t3sigma" in info["calibration"]
 
 
 def test_inspect_agrees_with_the_library(client, model, uploads):

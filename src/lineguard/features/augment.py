@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 
-class AugmentationError(ValueError):
+
+class AugmentationError(ParameterError):
     """An augmentation setting outside its meaningful range."""
 
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
+
 
 def aggregate_neighbourhood(features: Tensor, radius: int) -> Tensor:
     """Average every cell with its ``radius × radius`` neighbourhood (odd radius, stride 1, same size).
@@ -24,7 +26,7 @@ def aggregate_neighbourhood(features: Tensor, radius: int) -> Tensor:
     44 ms against 244 ms), since each cell's neighbours are then contiguous runs of channels.
     """
     if radius < 1 or radius % 2 == 0:
-        raise ValueError(f"neighbourhood radius must be a positive odd number, got {radius}")
+        raise ParameterError(f"neighbourhood radius must be a positive odd number, got {radius}")
     if radius == 1:
         return features
     return F.avg_pool2d(features.contiguous(memory_format=torch.channels_last), kernel_size=radius, stride=1,
@@ -37,7 +39,7 @@ def align_levels(maps: Sequence[Tensor], grid: tuple[int, int] | None = None) ->
     [(B, C_l, h_l, w_l)] -> (B, sum C_l, h, w); bilinear, as PatchCore and PaDiM do.
     """
     if not maps:
-        raise ValueError("no feature levels given")
+        raise ParameterError("no feature levels given")
     grid = grid or tuple(maps[0].shape[-2:])
     resized = [m if tuple(m.shape[-2:]) == grid else F.interpolate(m, size=grid, mode="bilinear",
                                                                      align_corners=False) for m in maps]

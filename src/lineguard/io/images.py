@@ -16,16 +16,19 @@ Decisions (one each, written down so readers know):
   sensor units with no fixed range. NaN or infinite pixels are an error.
 * Truncated files are errors: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set and every image is
   fully decoded before use.
-* Decompression bombs: ``width * height`` from the header is checked against ``max_pixels`` before
-  decoding. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``, a warning above it, an error above
-  twice it) is turned into :class:`ImageError` too, so to read larger images raise both limits.
+* Decompression bombs: the header's size is checked before any pixel is decoded (:mod:`lineguard.io.guard`:
+  the pixel count and every side).
+* Resizing costs at most the larger of the input and the output: :func:`resize` runs the two axes as two
+  passes when PyTorch's single pass would first stretch a tall image to the output's width.
+* Only the first page of a multi-page TIFF (or frame of an animated PNG) is read; an :class:`ImageWarning`
+  names the file.
+* Sources are file paths, or open binary files (the service's spooled uploads), never whole bytes in memory.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +36,11 @@ import torch
 import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageOps
 
-# Pillow's own default MAX_IMAGE_PIXELS (about 9459 x 9459); ~1 GiB once decoded to float32 RGB.
-DEFAULT_MAX_PIXELS = 89_478_485
+from lineguard.io.guard import DEFAULT_MAX_PIXELS, ImageError, Source, open_image, source_name
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageError", "ImageWarning", "image_size", "list_images",
+           "load_batch", "read_image", "read_mask", "resize"]
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 _INTEGER_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -43,47 +49,8 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-class ImageError(ValueError):
-    """An image or mask could not be read; ``path`` is the file and ``reason`` says why."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self):  # keeps the two-argument constructor picklable across worker processes
-        return (type(self), (self.path, self.reason))
-
-
-@contextmanager
-def _open(path: str | Path, max_pixels: int | None) -> Iterator[Image.Image]:
-    """Open ``path`` lazily (header only) with the bomb guards applied; Pillow errors -> ImageError."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "no such file")
-    if not path.is_file():
-        raise ImageError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"exceeds Pillow's decompression-bomb limit: {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageError(path, "not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(path, f"cannot read header: {exc}") from exc
-    with img:
-        width, height = img.size
-        if width * height == 0:
-            raise ImageError(path, f"zero-size image ({width}x{height})")
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageError(
-                path, f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}"
-            )
-        yield img
+class ImageWarning(UserWarning):
+    """An image was read, but not all of it (the first page of several); the message names the file."""
 
 
 def _decode(img: Image.Image, path: Path) -> Image.Image:
@@ -136,10 +103,13 @@ def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
         raise ImageError(path, f"unsupported image mode {img.mode!r}: {exc}") from exc
 
 
-def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read any supported image as float32 RGB ``(3, H, W)`` in [0, 1], EXIF orientation applied."""
-    path = Path(path)
-    with _open(path, max_pixels) as img:
+    with open_image(source, max_pixels) as img:
+        path = source_name(source)
+        if getattr(img, "n_frames", 1) > 1:
+            warnings.warn(f"{path}: {img.n_frames} pages or frames, only the first is scored", ImageWarning,
+                          stacklevel=2)
         rgb = _to_rgb_array(_decode(img, path), path)  # (H, W, 3)
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))  # (3, H, W)
 
@@ -158,7 +128,7 @@ def read_mask(
     ``expected_size`` is the image's (H, W); it is checked from the header, before decoding.
     """
     path = Path(path)
-    with _open(path, max_pixels) as img:
+    with open_image(path, max_pixels) as img:
         size = _oriented_size(img)
         if expected_size is not None and size != tuple(expected_size):
             raise ImageError(
@@ -174,12 +144,12 @@ def read_mask(
     return torch.from_numpy(np.ascontiguousarray(levels > threshold))  # (H, W) bool
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
+def image_size(source: Source, *, max_pixels: int | None = None) -> tuple[int, int]:
     """(H, W) as displayed (EXIF rotation applied), read from the header without decoding pixels.
 
     A file truncated after its header still reports a size here; it fails in :func:`read_image`.
     """
-    with _open(path, None) as img:
+    with open_image(source, max_pixels) as img:
         return _oriented_size(img)
 
 
@@ -191,6 +161,12 @@ def resize(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     if height < 1 or width < 1:
         raise ValueError(f"resize size must be positive, got {size}")
     batch = image if image.dim() == 4 else image[None]  # (B, 3, H, W)
+    in_height, in_width = batch.shape[-2:]
+    if in_height * width > max(in_height * in_width, height * width):
+        # PyTorch resizes the width first: a tall image would be stretched to the output's width at its full
+        # height. Resizing the height first keeps every step within the output's size.
+        batch = F.interpolate(batch, size=(height, in_width), mode="bilinear", align_corners=False,
+                              antialias=True)
     out = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return out if image.dim() == 4 else out[0]
 
@@ -199,16 +175,17 @@ def list_images(*paths: str | Path) -> list[Path]:
     """Files as given, folders expanded recursively (sorted, image suffixes only), duplicates dropped.
 
     Hidden names inside folders are skipped: macOS ``._name.png`` resource forks and checkpoint
-    folders end in image suffixes but are not images.
+    folders end in image suffixes but are not images. Symbolic links that lead nowhere (dangling, or a loop)
+    are kept, so that reading them fails with their name and reason like any other unreadable file.
     """
     found: dict[Path, None] = {}
     for path in map(Path, paths):
-        if path.is_file():
+        if path.is_file() or path.is_symlink() and not path.is_dir():
             found[path] = None
         elif path.is_dir():
             images = sorted(
                 p for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink() and not p.is_dir())
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not images:

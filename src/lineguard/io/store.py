@@ -1,52 +1,128 @@
 """Results written as they are produced: one JSON line per image, its anomaly map in a file beside it.
 
 A run that is interrupted (crash, Ctrl-C, power loss) resumes from what is on disk: every finished row is kept,
-none is written twice. The map is written (atomically) before its row, so a row never points at a missing map;
-a half-written last line from a crash is cut off when the store is opened again.
+none is written twice. The map is written (atomically) before its row, so a row never points at a missing map.
+
+One writer at a time: a store opened for writing holds an OS lock (``flock``) on ``.lock`` in its folder until
+it is closed or its process ends, however it ends; a second writer stops at once with
+:class:`ResultsLockedError`, naming the holder (pid, host, start time). Readers (the report) take no lock.
+
+A damaged line (not a complete JSON object with a ``path``, or a second row for the same image) is moved to
+``results.damaged.jsonl`` and its line number kept in ``damaged``, so the caller can say so; every intact row
+before and after it is kept. A torn last line left by a crash is such a line. Maps are numbered past every
+number already in ``maps/`` or ``masks/``, so removing a line never makes a new map overwrite an old one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from lineguard.errors import LineguardError
+
 RESULTS_FILE = "results.jsonl"
+DAMAGED_FILE = "results.damaged.jsonl"
+LOCK_FILE = ".lock"
 MAPS_DIR = "maps"
+MASKS_DIR = "masks"
+
+
+class ResultsLockedError(LineguardError, RuntimeError):
+    """Another run is writing the results folder."""
+
+
+def _lock(folder: Path) -> IO[str]:
+    """The held lock file of ``folder``, stamped with this process; ResultsLockedError if another holds it."""
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # held open: the lock lives with it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ResultsLockedError(f"{folder} is being written by {holder}: wait for that run to end, or use "
+                                 "another --out folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    handle.flush()
+    return handle
+
+
+def _row(line: bytes) -> dict[str, Any] | None:
+    """The row of one complete line, or None when the line is damaged."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("path"), str) else None
 
 
 class ResultStore:
-    """Append-only store of per-image results in ``folder``; ``key`` of a row is its image path."""
+    """Append-only store of per-image results in ``folder``; ``key`` of a row is its image path.
 
-    def __init__(self, folder: str | Path):
+    ``readonly`` opens an existing folder to read it: no lock, nothing repaired or created.
+    """
+
+    def __init__(self, folder: str | Path, *, readonly: bool = False):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / MAPS_DIR).mkdir(exist_ok=True)
         self.path = self.folder / RESULTS_FILE
-        self._rows = self._read_and_repair()
+        self._handle: IO[str] | None = None
+        if not readonly:
+            (self.folder / MAPS_DIR).mkdir(parents=True, exist_ok=True)
+            self._handle = _lock(self.folder)
+        self._rows, self.damaged = self._read(repair=not readonly)
         self._keys = {row["path"] for row in self._rows}
+        numbers = [int(p.name.split(".")[0]) for kind in (MAPS_DIR, MASKS_DIR) for p in (self.folder / kind).glob("*")
+                   if p.name.split(".")[0].isdigit()]
+        self.next_index = max(numbers, default=-1) + 1  # the number of the next row's map (and mask)
 
-    def _read_and_repair(self) -> list[dict[str, Any]]:
-        """Read every complete row; truncate a torn last line left by a crash."""
+    def _read(self, *, repair: bool) -> tuple[list[dict[str, Any]], list[int]]:
+        """Every intact row, and the line numbers of damaged ones (moved aside when ``repair``)."""
         if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        rows, good_end = [], 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good_end += len(line)
-        if good_end != len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-        return rows
+            return [], []
+        rows, kept, damaged, keys = [], [], [], set()
+        for number, line in enumerate(self.path.read_bytes().splitlines(keepends=True), start=1):
+            row = _row(line)
+            if row is None or row["path"] in keys:
+                damaged.append((number, line))
+                continue
+            keys.add(row["path"])
+            rows.append(row)
+            kept.append(line)
+        if damaged and repair:
+            with open(self.folder / DAMAGED_FILE, "ab") as aside:
+                aside.writelines(line if line.endswith(b"\n") else line + b"\n" for _, line in damaged)
+                aside.flush()
+                os.fsync(aside.fileno())
+            tmp = self.path.with_name(RESULTS_FILE + ".tmp")
+            with open(tmp, "wb") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        return rows, [number for number, _ in damaged]
+
+    def close(self) -> None:
+        """Release the folder's lock (also released when the process ends)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -60,12 +136,14 @@ class ResultStore:
 
     def append(self, row: dict[str, Any], anomaly_map: np.ndarray | None = None) -> dict[str, Any]:
         """Persist one result (``row["path"]`` required) durably before returning it."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.folder}: this store is read-only or closed")
         key = str(row["path"])
         if key in self._keys:
             raise ValueError(f"{key} is already in {self.path}")
         row = {**row, "path": key}
         if anomaly_map is not None:
-            name = f"{MAPS_DIR}/{len(self._rows):06d}.npy"
+            name = f"{MAPS_DIR}/{self.next_index:06d}.npy"
             tmp = self.folder / (name + ".tmp")
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(anomaly_map, dtype=np.float16), allow_pickle=False)
@@ -77,6 +155,7 @@ class ResultStore:
             os.fsync(f.fileno())
         self._rows.append(row)
         self._keys.add(key)
+        self.next_index += 1
         return row
 
     def load_map(self, row: dict[str, Any]) -> np.ndarray:

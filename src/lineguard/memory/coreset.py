@@ -30,6 +30,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.progress import track
 
 _BLOCK = 1 << 23  # entries of one rows × centres distance block (32 MB): bounds the temporaries
@@ -60,10 +61,10 @@ def greedy_coreset(features: Tensor, size: int, *, seed: int = 0, projection_dim
     """
     n = features.shape[0]
     if not 1 <= size <= n:
-        raise ValueError(f"coreset size must be between 1 and {n}, got {size}")
+        raise ParameterError(f"coreset size must be between 1 and {n}, got {size}")
     if projection_dim < 1 or n_starts < 1 or pool_size < 1:
-        raise ValueError(f"projection_dim, n_starts and pool_size must be at least 1, "
-                         f"got {projection_dim}, {n_starts}, {pool_size}")
+        raise ParameterError(f"projection_dim, n_starts and pool_size must be at least 1, "
+                             f"got {projection_dim}, {n_starts}, {pool_size}")
     generator = torch.Generator().manual_seed(seed)
     cover = _Cover(random_projection(features, projection_dim, generator))
     starts = torch.randperm(n, generator=generator)[:min(n_starts, size)]
@@ -129,5 +130,5 @@ class _Cover:
 def coreset_size(n: int, ratio: float) -> int:
     """Number of rows a ``ratio`` keeps of ``n`` (at least one)."""
     if not 0 < ratio <= 1:
-        raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+        raise ParameterError(f"coreset ratio must be in (0, 1], got {ratio}")
     return max(1, int(n * ratio))

@@ -23,6 +23,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lineguard.backbones.vit import evenly_spaced
+from lineguard.errors import ParameterError
 from lineguard.methods.base import register
 from lineguard.prompts.clip import ClipParameters
 from lineguard.prompts.detector import PromptDetector
@@ -75,7 +76,7 @@ class AnomalyCLIP(ClipParameters, PromptDetector):
         spaced = tuple(sorted({i for i in evenly_spaced(depth) if i >= 0}))  # fewer than four on shallow towers
         layers = spaced if self.layers is None else tuple(self.layers)
         if not layers or any(not 0 <= i < depth for i in layers):
-            raise ValueError(f"layers must be block indices in 0 … {depth - 1}, got {list(layers)}")
+            raise ParameterError(f"layers must be block indices in 0 … {depth - 1}, got {list(layers)}")
         return layers
 
     def first_dpam_block(self) -> int:
@@ -84,14 +85,14 @@ class AnomalyCLIP(ClipParameters, PromptDetector):
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         patch = self.clip.patch_size
         if self.image_size % patch:
-            raise ValueError(f"image_size must be a multiple of the patch size {patch}, got {self.image_size}")
+            raise ParameterError(f"image_size must be a multiple of the patch size {patch}, got {self.image_size}")
         return dpam_encode(self.clip.model.visual, self.clip.normalize(images), self.chosen_layers(),
                            self.first_dpam_block())
 
     def new_learner(self) -> nn.Module:
         text_blocks = len(self.clip.model.transformer.resblocks)
         if not 1 <= self.deep_depth <= text_blocks:
-            raise ValueError(f"deep_depth must be between 1 and the text encoder's {text_blocks} blocks, "
+            raise ParameterError(f"deep_depth must be between 1 and the text encoder's {text_blocks} blocks, "
                              f"got {self.deep_depth}")
         return ObjectAgnosticPrompts(self.clip.model.token_embedding.embedding_dim, self.n_ctx,
                                      self.deep_depth, self.deep_length)

@@ -16,6 +16,7 @@ from typing import Self
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
 from lineguard.scoring.maps import gaussian_blur
@@ -94,10 +95,10 @@ class Autoencoder(TrainedNetwork, Detector):
     def fit(self, images: ImageInput) -> Self:
         factor = 2 ** len(self.widths)
         if self.image_size % factor:
-            raise ValueError(f"image_size must be a multiple of {factor} for {len(self.widths)} stages, "
-                             f"got {self.image_size}")
+            raise ParameterError(f"image_size must be a multiple of {factor} for {len(self.widths)} stages, "
+                                 f"got {self.image_size}")
         if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+            raise ParameterError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
         data = torch.cat([fit_size(b.float(), self.image_size) for b in as_batches(images, self.batch_size)])
         held, kept = holdout_split(len(data), self.holdout, self.seed)
         if len(kept) == 0:

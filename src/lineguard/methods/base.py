@@ -3,8 +3,8 @@
 A detector is built from explicit keyword parameters (stored unchanged, checked at ``fit``), learns state in
 attributes ending in ``_`` and does no I/O: it takes image tensors and returns a :class:`Prediction`.
 Saving is generic: tensors of the learned state (and dicts of tensors, such as a trained network's
-``state_dict``) go to ``state.safetensors``, everything else to ``config.json`` — no pickles, so a model
-folder from anyone is safe to load.
+``state_dict``) go to ``state.safetensors``, everything else to ``config.json``, and files the parameters
+name are copied in (:mod:`lineguard.methods.model_folder`, which also says what loading checks).
 
 Letters: N images, H × W image size.
 """
@@ -15,17 +15,20 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from lineguard.scoring.threshold import Thresholds
+from lineguard.errors import LineguardError, ParameterError
+from lineguard.methods import model_folder
+from lineguard.methods.model_folder import THRESHOLD_STATE
+from lineguard.methods.params import check_types
+from lineguard.scoring.threshold import DEFAULT_RULE, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 
-FORMAT_VERSION = 1
 ImageInput = Tensor | Iterable[Tensor]  # (N, 3, H, W) floats in [0, 1], or an iterable of such batches
 
 
@@ -42,16 +45,12 @@ class Prediction:
                              f"{tuple(self.maps.shape)}")
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(LineguardError, RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
 
 
-class NotCalibratedError(RuntimeError):
+class NotCalibratedError(LineguardError, RuntimeError):
     """Decisions were asked of a detector that has no thresholds yet."""
-
-
-#: Learned state written by :meth:`Detector.calibrate`: saved with the model, but not what makes it fitted.
-THRESHOLD_STATE = tuple(f"{field.name}_" for field in fields(Thresholds))
 
 
 class Detector(ABC):
@@ -60,6 +59,10 @@ class Detector(ABC):
     name: ClassVar[str]
     #: False for test-batch (zero-data) methods: they score the batch given to ``predict`` against itself.
     uses_normal_images: ClassVar[bool] = True
+    #: Parameters that name a file or folder the detector reads: a saved model keeps copies inside its folder.
+    file_params: ClassVar[tuple[str, ...]] = ("weights",)
+    #: Learned tensors (or a network's entries, by their last name) holding indices or counts: int64, not float32.
+    integer_state: ClassVar[frozenset[str]] = frozenset({"num_batches_tracked"})
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -106,7 +109,7 @@ class Detector(ABC):
             setattr(self, name, getattr(thresholds, name[:-1]))
         return self
 
-    def calibrate(self, prediction: Prediction, *, rule: str = "mu3sigma", false_alarm_rate: float = 0.01,
+    def calibrate(self, prediction: Prediction, *, rule: str = DEFAULT_RULE, false_alarm_rate: float = 0.01,
                   labels: Tensor | None = None) -> Self:
         """Learn thresholds from the prediction on held-out images (good ones; labelled ones for ``f1``);
         see :mod:`lineguard.scoring.threshold` for the rules. Never calibrate on the images given to ``fit``,
@@ -124,17 +127,19 @@ class Detector(ABC):
                           thresholds.normalize_maps(prediction.maps))
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` (method, parameters, non-tensor state) and ``state.safetensors``."""
+        """Write ``config.json`` (method, parameters, non-tensor state) and ``state.safetensors``, and copy the
+        files the parameters name into ``folder``."""
         self.check_fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         learned = self.learned_attributes()
         tensors = {k: v.detach().cpu().contiguous() for k, v in flatten_tensors(learned).items()}
         others = {k: v for k, v in learned.items() if not (isinstance(v, Tensor) or is_tensor_dict(v))}
-        save_file(tensors, str(folder / "state.safetensors"))
-        config = {"format_version": FORMAT_VERSION, "method": self.name, "params": self.get_params(),
+        save_file(tensors, str(folder / model_folder.STATE_FILE))
+        params = model_folder.bundle_files(self.get_params(), self.file_params, folder)
+        config = {"format_version": model_folder.FORMAT_VERSION, "method": self.name, "params": params,
                   "state": others}
-        (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        (folder / model_folder.CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         return folder
 
     def _restore(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
@@ -174,7 +179,7 @@ _REGISTRY: dict[str, type[Detector]] = {}
 def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make a detector available by its ``name`` to ``create``, the CLI and benchmarks."""
     if cls.name in _REGISTRY:
-        raise ValueError(f"method name {cls.name!r} registered twice")
+        raise RuntimeError(f"method name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -187,32 +192,36 @@ def method_class(name: str) -> type[Detector]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}") from None
+        raise ParameterError(f"unknown method {name!r}; available: {', '.join(available_methods())}") from None
 
 
 def create(name: str, **params: Any) -> Detector:
-    """Build a detector by registry name, e.g. ``create("knn", backbone="effnet-lite0")``."""
+    """Build a detector by registry name, e.g. ``create("knn", backbone="effnet-lite0")``; names and types of
+    the parameters are checked against the constructor's signature."""
     cls = method_class(name)
     unknown = sorted(set(params) - set(cls.param_names()))
     if unknown:
-        raise TypeError(f"{name} has no parameter(s) {', '.join(unknown)}; "
-                        f"its parameters are: {', '.join(cls.param_names())}")
+        raise ParameterError(f"{name} has no parameter(s) {', '.join(unknown)}; "
+                             f"its parameters are: {', '.join(cls.param_names())}")
+    check_types(name, cls.__init__, params)
     return cls(**params)
 
 
 def load(folder: str | Path) -> Detector:
-    """Load a detector saved with :meth:`Detector.save` (safetensors + JSON only)."""
+    """Load a detector saved with :meth:`Detector.save`: safetensors + JSON, from inside ``folder`` only,
+    every part checked (:mod:`lineguard.methods.model_folder`)."""
     folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a lineguard model folder: {config_path.name} is missing")
-    config = json.loads(config_path.read_text())
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{config_path}: unsupported model format {config.get('format_version')!r}")
-    detector = create(config["method"], **config["params"])
-    state_path = folder / "state.safetensors"
-    tensors = load_file(str(state_path)) if state_path.is_file() else {}
-    detector._restore(tensors, config.get("state", {}))
+    method, params, state = model_folder.read_config(folder)
+    where = folder / model_folder.CONFIG_FILE
+    try:
+        cls = method_class(method)
+        params = model_folder.resolve_files(params, cls.file_params, folder)
+        detector = create(method, **params)
+    except ParameterError as exc:
+        raise model_folder.ModelFolderError(f"{where}: {exc}") from None
+    tensors = model_folder.read_tensors(folder)
+    model_folder.check_state(cls, tensors, state, folder)
+    detector._restore(tensors, state)
     return detector
 
 

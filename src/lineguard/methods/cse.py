@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures, fit_size
 from lineguard.features.patches import flatten_patches
 from lineguard.features.perlin import downsample_masks, plant_defects
@@ -98,13 +99,13 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
 
     def _check(self) -> None:
         if self.dim is not None and self.dim < 1:
-            raise ValueError(f"dim must be positive or None (keep every channel), got {self.dim}")
+            raise ParameterError(f"dim must be positive or None (keep every channel), got {self.dim}")
         if min(self.clusters, self.pairs, self.bank_patches) < 1 or self.temperature <= 0:
-            raise ValueError(f"clusters, pairs, bank_patches and temperature must be positive, got "
-                             f"clusters={self.clusters}, pairs={self.pairs}, bank_patches={self.bank_patches}, "
-                             f"temperature={self.temperature}")
+            raise ParameterError(f"clusters, pairs, bank_patches and temperature must be positive, got "
+                                 f"clusters={self.clusters}, pairs={self.pairs}, bank_patches={self.bank_patches}, "
+                                 f"temperature={self.temperature}")
         if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (defective half, clean half), got {self.batch_size}")
+            raise ParameterError(f"batch_size must be at least 2 (defective half, clean half), got {self.batch_size}")
 
     def training_step(self, network: nn.Module, images: Tensor, generator: torch.Generator) -> Tensor:
         """(B, 3, S, S) uint8 normal images -> ranking loss of the defective half against the clean half."""
@@ -155,8 +156,8 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
         generator = torch.Generator().manual_seed(self.seed)
         chosen = embeddings[torch.randperm(len(embeddings), generator=generator)[:self.kmeans_samples]]
         if len(chosen) < self.clusters:
-            raise ValueError(f"{self.clusters} clusters need at least as many normal patches, "
-                             f"got {len(chosen)}; lower clusters")
+            raise ParameterError(f"{self.clusters} clusters need at least as many normal patches, "
+                                 f"got {len(chosen)}; lower clusters")
         kmeans = faiss.Kmeans(chosen.shape[1], self.clusters, niter=25, seed=self.seed)
         kmeans.train(chosen.contiguous().numpy())
         return torch.from_numpy(kmeans.centroids).clone()

@@ -17,6 +17,7 @@ from typing import Self
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
@@ -76,7 +77,7 @@ class DFR(TrainedNetwork, BackboneFeatures, Detector):
 
     def fit(self, images: ImageInput) -> Self:
         if self.latent < 1:
-            raise ValueError(f"latent must be at least 1, got {self.latent}")
+            raise ParameterError(f"latent must be at least 1, got {self.latent}")
         batches = as_batches(images, self.image_batch_size)
         feats = [flatten_patches(f) for f in self.extractor.iterate(batches, "dfr: normal features")]
         if not feats:

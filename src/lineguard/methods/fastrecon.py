@@ -29,6 +29,7 @@ from typing import Self
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
 from lineguard.memory.coreset import coreset_size, greedy_coreset
@@ -77,9 +78,9 @@ class FastRecon(BackboneFeatures, Detector):
 
     def fit(self, images: ImageInput) -> Self:
         if self.lam < 0 or self.ridge < 0:
-            raise ValueError(f"lam and ridge must be non-negative, got lam={self.lam}, ridge={self.ridge}")
+            raise ParameterError(f"lam and ridge must be non-negative, got lam={self.lam}, ridge={self.ridge}")
         if self.max_support < 1 or self.top_k < 1:
-            raise ValueError(f"max_support and top_k must be at least 1, got {self.max_support}, {self.top_k}")
+            raise ParameterError(f"max_support and top_k must be at least 1, got {self.max_support}, {self.top_k}")
         coreset_size(1, self.coreset_ratio)  # checks the ratio before any feature is extracted
         feats = list(self.extractor.iterate(as_batches(images, self.batch_size), "fastrecon: support features"))
         if not feats:

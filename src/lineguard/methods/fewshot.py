@@ -46,6 +46,7 @@ from lineguard.methods.siamese import PatchEncoder, load_encoder
 @register
 class FewShot(PatchCore):
     name = "fewshot"
+    file_params = (*PatchCore.file_params, "encoder")
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radius: int = 3, grayscale: bool = False, hflip: bool = True, vflip: bool = True,

@@ -12,6 +12,7 @@ from typing import Self
 
 import torch
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
 from lineguard.memory.knn import NearestNeighbours
@@ -39,7 +40,7 @@ class KNN(BackboneFeatures, Detector):
 
     def fit(self, images: ImageInput) -> Self:
         if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
+            raise ParameterError(f"k must be at least 1, got {self.k}")
         feats = [flatten_patches(f) for f in self.extractor.iterate(as_batches(images, self.batch_size),
                                                                       "knn: normal features")]
         if not feats:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lineguard.backbones import backbone_levels
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
 from lineguard.progress import track
@@ -87,6 +88,7 @@ def mahalanobis(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
 @register
 class PaDiM(BackboneFeatures, Detector):
     name = "padim"
+    integer_state = Detector.integer_state | {"channels_"}  # the channels kept: indices
     radius: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
     def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
@@ -116,12 +118,12 @@ class PaDiM(BackboneFeatures, Detector):
 
     def fit(self, images: ImageInput) -> Self:
         if self.n_features is not None and self.n_features < 1:
-            raise ValueError(f"n_features must be a positive channel count or None (all), "
-                             f"got {self.n_features}")
+            raise ParameterError(f"n_features must be a positive channel count or None (all), "
+                                 f"got {self.n_features}")
         if self.eps < 0:
-            raise ValueError(f"eps must be non-negative, got {self.eps}")
+            raise ParameterError(f"eps must be non-negative, got {self.eps}")
         if self.shrinkage not in SHRINKAGE:
-            raise ValueError(f"shrinkage must be one of {', '.join(SHRINKAGE)}, got {self.shrinkage!r}")
+            raise ParameterError(f"shrinkage must be one of {', '.join(SHRINKAGE)}, got {self.shrinkage!r}")
         batches = self._features(images, "padim: normal features")
         first = next(batches, None)
         if first is None:
@@ -129,9 +131,9 @@ class PaDiM(BackboneFeatures, Detector):
         self.channels_ = self._choose_channels(first.shape[1])  # (d,)
         n_positions, d = first.shape[2] * first.shape[3], len(self.channels_)
         if n_positions * d * d * 4 > _MAX_PRECISION_BYTES:
-            raise ValueError(f"PaDiM with {d} channels at {n_positions} positions needs "
-                             f"{n_positions * d * d * 4 / 1e9:.0f} GB of precision matrices: set n_features "
-                             f"(the paper keeps 100 of ResNet-18's 448 channels, 550 of WRN-50's 1792)")
+            raise ParameterError(f"PaDiM with {d} channels at {n_positions} positions needs "
+                                 f"{n_positions * d * d * 4 / 1e9:.0f} GB of precision matrices: set n_features "
+                                 f"(the paper keeps 100 of ResNet-18's 448 channels, 550 of WRN-50's 1792)")
         feats = [f.flatten(2)[:, self.channels_] for f in chain([first], batches)]  # [(B, d, P)]
         self.mean_ = torch.empty(n_positions, d)
         self.precision_ = torch.empty(n_positions, d, d)
@@ -154,8 +156,8 @@ class PaDiM(BackboneFeatures, Detector):
         if self.n_features is None:
             return torch.arange(available)
         if self.n_features > available:
-            raise ValueError(f"n_features={self.n_features} but {self.backbone} levels "
-                             f"{self.feature_levels()} give only {available} channels")
+            raise ParameterError(f"n_features={self.n_features} but {self.backbone} levels "
+                                 f"{self.feature_levels()} give only {available} channels")
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randperm(available, generator=generator)[:self.n_features].sort().values
 

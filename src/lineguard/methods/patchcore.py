@@ -22,6 +22,7 @@ from typing import Self
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches, reduce_channels
 from lineguard.memory.coreset import coreset_size, greedy_coreset
@@ -61,15 +62,15 @@ class PatchCore(BackboneFeatures, Detector):
     def _check_params(self) -> None:
         coreset_size(1, self.coreset_ratio)  # raises on a ratio outside (0, 1]
         if self.b < 1:
-            raise ValueError(f"b (re-weighting neighbours) must be at least 1 (1: plain maximum), "
-                             f"got {self.b}")
+            raise ParameterError(f"b (re-weighting neighbours) must be at least 1 (1: plain maximum), "
+                                 f"got {self.b}")
         if self.reduce_dim is not None and self.reduce_dim < 1:
-            raise ValueError(f"reduce_dim must be a positive channel count or None, got {self.reduce_dim}")
+            raise ParameterError(f"reduce_dim must be a positive channel count or None, got {self.reduce_dim}")
         if self.projection_dim < 1:
-            raise ValueError(f"projection_dim must be at least 1, got {self.projection_dim}")
+            raise ParameterError(f"projection_dim must be at least 1, got {self.projection_dim}")
         check_baseline_quantile(self.baseline_quantile)
         if self.search not in SEARCH_BACKENDS:
-            raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
+            raise ParameterError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
 
     def _bank_images(self, images: ImageInput) -> Iterable[Tensor]:
         """The image batches whose patches the bank is built from: here the normal images themselves."""

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError, ParameterError
 from lineguard.features.extractor import PatchExtractor, fit_size
 from lineguard.training import one_cycle_cosine, resolve_device, seeded, train
 
@@ -38,7 +39,7 @@ ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "encoder.json"
 
 
-class EncoderError(ValueError):
+class EncoderError(LineguardError, ValueError):
     """An encoder folder that is missing, malformed, or made for other backbone features."""
 
 
@@ -158,8 +159,8 @@ def train_encoder(categories: Sequence[Tensor], config: EncoderConfig = EncoderC
                   resume: bool = False, device: str = "cpu") -> SiameseEncoder:
     """Train on normal images of several categories, each (N_c, 3, S, S) in [0, 1]; pairs never mix them."""
     if not categories or any(len(c) < 2 for c in categories):
-        raise ValueError("every category needs at least two normal images to form pairs, got sizes "
-                         f"{[len(c) for c in categories]}")
+        raise ParameterError("every category needs at least two normal images to form pairs, got sizes "
+                             f"{[len(c) for c in categories]}")
     device = str(resolve_device(device))
     extractor = config.extractor(device)
     config = replace(config, channels=sum(level.channels for level in extractor.backbone.levels))

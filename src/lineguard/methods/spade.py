@@ -23,6 +23,7 @@ from typing import Self
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches, patch_features
 from lineguard.memory.knn import NearestNeighbours
@@ -57,7 +58,7 @@ class SPADE(BackboneFeatures, Detector):
 
     def fit(self, images: ImageInput) -> Self:
         if self.k_images < 1:
-            raise ValueError(f"k_images must be at least 1, got {self.k_images}")
+            raise ParameterError(f"k_images must be at least 1, got {self.k_images}")
         pairs = list(self._features(images, "spade: normal features"))
         if not pairs:
             raise ValueError("fit needs at least one normal image")

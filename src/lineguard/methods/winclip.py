@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lineguard.backbones.vit import clip_embed
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
 from lineguard.progress import track
@@ -79,7 +80,7 @@ class WinCLIP(ClipParameters, Detector):
     def grid(self) -> tuple[int, int]:
         patch = self.clip.patch_size
         if self.image_size % patch:
-            raise ValueError(f"image_size must be a multiple of the patch size {patch}, got {self.image_size}")
+            raise ParameterError(f"image_size must be a multiple of the patch size {patch}, got {self.image_size}")
         return self.image_size // patch, self.image_size // patch
 
     def windows(self) -> list[tuple[Tensor, Tensor]]:
@@ -151,7 +152,7 @@ class WinCLIPPlus(WinCLIP):
         device = resolve_device(self.device)
         encoded = [self.encode(batch.float().to(device)) for batch in as_batches(images, self.batch_size)]
         if not encoded:
-            raise ValueError("winclip+ needs at least one reference image")
+            raise ParameterError("winclip+ needs at least one reference image")
         self.reference_patches_ = torch.cat([p.flatten(0, 1) for _, p, _ in encoded]).cpu()  # (K·N, C)
         self.reference_windows_ = {str(k): torch.cat([w[i].flatten(0, 1) for _, _, w in encoded]).cpu()
                                    for i, k in enumerate(self.window_scales)}  # scale -> (K·W, E)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lineguard.errors import LineguardError
 
-class MetricError(ValueError):
+
+class MetricError(LineguardError, ValueError):
     """The inputs of a metric are unusable (shape mismatch, NaN scores, one class, non-binary labels)."""
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
+
 from lineguard.backbones.registry import available_backbones, backbone_recipe
 from lineguard.backbones.vit import OpenClipVit, open_clip_model
 from lineguard.backbones.weights import (
@@ -35,7 +37,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the image statistics every 
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class NotAClipError(ValueError):
+class NotAClipError(ParameterError):
     """A backbone name that names no CLIP model (the zero-shot methods need both towers)."""
 
 

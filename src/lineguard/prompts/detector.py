@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError
 from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, NotFittedError, Prediction, as_batches
 from lineguard.progress import track
@@ -36,7 +37,7 @@ PROMPTS_FILE = "prompts.safetensors"
 INFO_FILE = "prompts.json"
 
 
-class PromptsError(ValueError):
+class PromptsError(LineguardError, ValueError):
     """A prompts folder that is missing, malformed, or learned for another method or feature space."""
 
 
@@ -44,6 +45,7 @@ class PromptDetector(Detector):
     """Base of the prompt-learning detectors; subclasses set ``name`` and the four hooks below."""
 
     uses_normal_images = False
+    file_params = ("weights", "prompts")  # a saved model keeps a copy of its prompts folder
     prompts: str | None
     image_size: int
     sigma: float

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
 from lineguard.prompts.clip import Clip
 
 INIT_STD = 0.02  # AnomalyCLIP's initialisation of learnable token embeddings
@@ -48,7 +49,7 @@ class ObjectAgnosticPrompts(nn.Module):
     def __init__(self, width: int, words: int = 12, depth: int = 9, length: int = 4):
         super().__init__()
         if not 1 <= length <= words:
-            raise ValueError(f"deep_length must be between 1 and n_ctx ({words}), got {length}: the deep tokens "
+            raise ParameterError(f"deep_length must be between 1 and n_ctx ({words}), got {length}: the deep tokens "
                              "replace learned words, never the object's")
         self.normal = nn.Parameter(torch.randn(words, width) * INIT_STD)
         self.abnormal = nn.Parameter(torch.randn(words, width) * INIT_STD)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lineguard.evaluation import load_masks
-from lineguard.io.datasets import Dataset
+from lineguard.io.datasets import Dataset, DatasetError
 from lineguard.io.images import load_batch
 from lineguard.progress import track
 from lineguard.prompts.detector import PromptDetector
@@ -50,7 +50,7 @@ def labelled_images(datasets: Sequence[Dataset], size: int) -> tuple[LabelledIma
     for dataset in datasets:
         samples = [s for s in dataset.test if s.label >= 0]
         if not samples:
-            raise ValueError(f"{dataset.root}: no labelled test images to learn prompts from")
+            raise DatasetError(f"{dataset.root}: no labelled test images to learn prompts from")
         batch, loaded, bad = load_batch([s.path for s in samples], size=size)
         by_path = {s.path: s for s in samples}
         kept = [by_path[p] for p in loaded]
@@ -95,7 +95,7 @@ def train_prompts(detector: PromptDetector, data: LabelledImages, *, epochs: int
     :func:`~lineguard.prompts.detector.save_prompts`). ``local_weight`` scales the local terms against the
     global one (1: the paper's plain sum)."""
     if len(data) < 1 or data.labels.unique().numel() < 2:
-        raise ValueError(f"learning prompts needs good and defective images, got labels "
+        raise DatasetError(f"learning prompts needs good and defective images, got labels "
                          f"{sorted(set(data.labels.tolist()))}")
     device = resolve_device(detector.device)
     features = FrozenFeatures(detector.encode, data.images, device, batch_size)

@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
+
 
 def window_patches(grid: tuple[int, int], size: int) -> Tensor:
     """(W, k²) patch indices (row-major on the grid) of every size × size window, stride 1."""
     height, width = grid
     if size < 1 or size > min(grid):
-        raise ValueError(f"window size must be between 1 and the patch grid's side {min(grid)}, got {size}")
+        raise ParameterError(f"window size must be between 1 and the patch grid's side {min(grid)}, got {size}")
     index = torch.arange(height * width, dtype=torch.float32).view(1, 1, height, width)
     return F.unfold(index, kernel_size=size).long()[0].T  # (k², W) -> (W, k²)
 

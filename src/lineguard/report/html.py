@@ -153,8 +153,13 @@ showing <span id="shown">{len(items)}</span> of {len(items)}; click a column hea
 <table id="items"><thead><tr>{header_cells}<th>input</th><th>anomaly map</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table></body></html>"""
     path = folder / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(_printable(page), encoding="utf-8")
     return path
+
+
+def _printable(text: str) -> str:
+    """File names whose bytes are not UTF-8 (kept by Python as lone surrogates) shown with ``\\xNN`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _thumbnail(array: np.ndarray) -> Image.Image:

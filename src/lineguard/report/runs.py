@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lineguard.errors import LineguardError
 from lineguard.evaluation import EvaluationResult
 from lineguard.io.images import ImageError, read_image, resize
 from lineguard.io.store import ResultStore
@@ -24,8 +25,8 @@ from lineguard.scoring.threshold import Thresholds
 THRESHOLDS_FILE = "thresholds.json"
 
 
-class OtherThresholdsError(ValueError):
-    """A results folder already holds decisions made with other thresholds."""
+class OtherThresholdsError(LineguardError, ValueError):
+    """A results folder already holds decisions made with other thresholds (or a damaged thresholds file)."""
 
 
 def save_thresholds(folder: Path, thresholds: Thresholds) -> None:
@@ -40,7 +41,13 @@ def save_thresholds(folder: Path, thresholds: Thresholds) -> None:
 
 def load_thresholds(folder: Path) -> Thresholds | None:
     path = Path(folder) / THRESHOLDS_FILE
-    return Thresholds(**json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return Thresholds(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:  # bad JSON, keys or values
+        raise OtherThresholdsError(f"{path}: not a thresholds file ({exc}): move it away or use another "
+                                   "--out folder") from None
 
 
 def findings(scores: Tensor, maps: Tensor, thresholds: Thresholds | None) -> list[Finding] | list[None]:

@@ -2,6 +2,11 @@
 
 Rules (all use the metrics' convention: a score ``>= threshold`` is defective):
 
+* ``t3sigma`` (the default) — ``mu3sigma`` widened for the few images it is estimated from: the normal
+  prediction bound with mu3sigma's tail (0.135 %), mean + t₍ₙ₋₁₎(0.99865) · √(1 + 1/n) · sd. With many good
+  images it is mean + 3 sd; with 6 it is mean + 5.9 sd, because a mean and sd from 6 scores are themselves
+  uncertain and plain mean + 3 sd then rejects several percent of good parts
+  (``benchmarks/results/calibration/README.md``);
 * ``mu3sigma`` — mean + 3 standard deviations (sample sd, ddof = 1) of the scores of good images;
 * ``mad`` — median + 3 (``mad_factor``) robust standard deviations (1.4826 · MAD): a minority of defective
   images among the scores barely moves it, so it also serves a batch scored against itself (``lineguard
@@ -33,16 +38,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor
 
+from lineguard.errors import LineguardError
 from lineguard.metrics import f1_max
 
 NORMALIZED_THRESHOLD = 1.0
-RULES = ("mu3sigma", "mad", "quantile", "f1")
+RULES = ("t3sigma", "mu3sigma", "mad", "quantile", "f1")
+DEFAULT_RULE = "t3sigma"
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its standard deviation
+THREE_SIGMA_TAIL = float(stats.norm.sf(3.0))  # 0.00135: the share of a normal distribution above mean + 3 sd
 
 
-class CalibrationError(ValueError):
+class CalibrationError(LineguardError, ValueError):
     """Thresholds cannot be learned from these scores (too few, not finite, all equal, bad rule)."""
 
 
@@ -61,6 +70,15 @@ def mu_sigma_threshold(scores: Tensor | np.ndarray) -> float:
     """(N,) good scores -> mean + 3 sample standard deviations."""
     values = _values(scores, "good scores", 2)
     return float(values.mean() + 3 * values.std(ddof=1))
+
+
+def t_sigma_threshold(scores: Tensor | np.ndarray) -> float:
+    """(N,) good scores -> the normal prediction bound that a new good score exceeds with probability 0.135 %
+    (mean + 3 sd's tail): mean + t_(N−1)(1 − 0.00135) · √(1 + 1/N) · sd; mean + 3 sd for large N."""
+    values = _values(scores, "good scores", 2)
+    n = values.size
+    factor = stats.t.isf(THREE_SIGMA_TAIL, n - 1) * math.sqrt(1 + 1 / n)
+    return float(values.mean() + factor * values.std(ddof=1))
 
 
 def robust_threshold(scores: Tensor | np.ndarray, factor: float = 3.0) -> float:
@@ -122,11 +140,12 @@ class Thresholds:
         return (maps - self.pixel_center) / (self.pixel_threshold - self.pixel_center)
 
 
-def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_alarm_rate: float = 0.01,
+def calibrate(scores: Tensor, maps: Tensor, *, rule: str = DEFAULT_RULE, false_alarm_rate: float = 0.01,
               mad_factor: float = 3.0, labels: Tensor | None = None) -> Thresholds:
     """Learn thresholds from held-out images: scores (N,), maps (N, H, W), and for ``f1`` labels (N,) 0/1.
 
-    ``mu3sigma``, ``mad`` and ``quantile`` use the images labelled good (all of them when ``labels`` is None);
+    ``t3sigma``, ``mu3sigma``, ``mad`` and ``quantile`` use the images labelled good (all of them when
+    ``labels`` is None);
     ``mad`` puts the threshold ``mad_factor`` robust standard deviations above their median.
     """
     if rule not in RULES:
@@ -137,7 +156,10 @@ def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_ala
     good = torch.ones(len(scores), dtype=torch.bool) if labels is None else torch.as_tensor(labels) == 0
     if labels is not None and len(good) != len(scores):
         raise CalibrationError(f"got {len(good)} labels for {len(scores)} scores")
-    if rule == "mu3sigma":
+    if rule == "t3sigma":
+        image, pixel = t_sigma_threshold(scores[good]), t_sigma_threshold(maxima[good])
+        how = f"t3sigma: mean + 3 sd widened for {int(good.sum())} good images (t prediction bound)"
+    elif rule == "mu3sigma":
         image, pixel = mu_sigma_threshold(scores[good]), mu_sigma_threshold(maxima[good])
         how = f"mu3sigma: mean + 3 sd of {int(good.sum())} good images"
     elif rule == "mad":

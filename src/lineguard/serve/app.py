@@ -9,12 +9,13 @@ Endpoints (all JSON; errors are ``{"detail": "<what went wrong>"}`` with a 4xx s
   ``GET /v1/results/{id}`` — the last results;
 * ``GET /healthz`` and the web page at ``/`` — never behind the API key.
 
-With an API key configured every ``/v1`` call needs the header ``X-API-Key``.
+With an API key configured every ``/v1`` call needs the header ``X-API-Key``. Request bodies pass
+:class:`~lineguard.serve.uploads.UploadGuard` first: key checked before the body is read, size bounded, upload
+timed, body spooled to a file, never held whole in memory.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -31,9 +32,9 @@ import lineguard
 from lineguard.methods.base import Detector
 from lineguard.scoring.threshold import NORMALIZED_THRESHOLD
 from lineguard.serve.inspector import MAP_PNG_SCALE, Inspector, Limits, UploadError
+from lineguard.serve.uploads import API_KEY_HEADER, UploadGuard, key_ok
 
 STATIC = Path(__file__).parent / "static"
-API_KEY_HEADER = "X-API-Key"
 
 
 class Error(BaseModel):
@@ -97,7 +98,7 @@ class ModelInfo(BaseModel):
     version: str
 
 
-ERRORS = {status: {"model": Error} for status in (400, 401, 404, 413, 422)}
+ERRORS = {status: {"model": Error} for status in (400, 401, 404, 408, 413, 422)}
 ImagesQuery = Annotated[bool, Query(description="Include the overlay, map and mask PNGs (base64).")]
 
 
@@ -111,18 +112,11 @@ def create_app(detector: Detector, *, api_key: str | None = None, limits: Limits
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                           description="Needed when the service was started with a key.")
 
-    def check_key(key: str | None = Security(header)) -> None:
-        if api_key and not (key and hmac.compare_digest(key.encode(), api_key.encode())):
+    def check_key(key: str | None = Security(header)) -> None:  # the guard checked it; this documents it
+        if not key_ok(api_key, key):
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
 
-    @app.middleware("http")
-    async def limit_request_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        limit = limits.max_upload_bytes * limits.max_batch + 2**16  # room for the multipart framing
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse({"detail": f"request of {length} bytes exceeds the limit of {limit} bytes"},
-                                413)
-        return await call_next(request)
+    app.add_middleware(UploadGuard, limits=limits, api_key=api_key)
 
     @app.exception_handler(RequestValidationError)
     async def readable_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -130,9 +124,9 @@ def create_app(detector: Detector, *, api_key: str | None = None, limits: Limits
         return JSONResponse({"detail": f"invalid request: {problems}"}, 422)
 
     async def run(uploads: list[UploadFile], images: bool) -> list[dict]:
-        read = [(upload.filename or "upload", await upload.read()) for upload in uploads]
+        files = [(upload.filename or "upload", upload.file) for upload in uploads]  # spooled, not read into memory
         try:
-            return await run_in_threadpool(inspector.inspect, read, images=images)
+            return await run_in_threadpool(inspector.inspect, files, images=images)
         except UploadError as exc:
             raise HTTPException(exc.status, str(exc)) from None
 
@@ -194,9 +188,9 @@ def create_app(detector: Detector, *, api_key: str | None = None, limits: Limits
     return app
 
 
-def serve(detector: Detector, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          limits: Limits | None = None) -> None:
-    """Run the service in this process until interrupted (one process: the model is loaded once)."""
+def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service ``create_app`` made in this process until interrupted (one process: the model is loaded
+    once, before this is called)."""
     import uvicorn
 
-    uvicorn.run(create_app(detector, api_key=api_key, limits=limits), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -11,17 +11,20 @@ from __future__ import annotations
 import base64
 import io
 import itertools
-import tempfile
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 
-from lineguard.io.images import ImageError, image_size, read_image, resize
+from lineguard.errors import LineguardError, ParameterError
+from lineguard.io.guard import ImageTooLargeError, pillow_pixel_limit
+from lineguard.io.images import ImageError, read_image, resize
 from lineguard.methods.base import Detector, NotCalibratedError
 from lineguard.report.overlay import NORMALIZED_RANGE, mask_image, overlay
 from lineguard.report.runs import to_uint8
@@ -31,7 +34,7 @@ from lineguard.scoring.regions import find
 MAP_PNG_SCALE = 4.0
 
 
-class UploadError(ValueError):
+class UploadError(LineguardError, ValueError):
     """An upload cannot be inspected; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str):
@@ -41,9 +44,29 @@ class UploadError(ValueError):
 
 @dataclass
 class Limits:
+    """What one request may hold; checked when the service starts (the CLI's option names in the messages)."""
+
     max_upload_bytes: int = 20 * 2**20  # per file
     max_pixels: int = 40_000_000  # per image, checked from the header before decoding
     max_batch: int = 32  # files per /v1/inspect-batch request
+    upload_timeout_s: float = 60.0  # for a request's whole body to arrive
+
+    def __post_init__(self) -> None:
+        checks = (("max_upload_bytes (--max-upload-mb)", self.max_upload_bytes, 1, None),
+                  ("max_pixels (--max-pixels)", self.max_pixels, 1, pillow_pixel_limit()),
+                  ("max_batch (--max-batch)", self.max_batch, 1, None))
+        for name, value, low, high in checks:
+            if not isinstance(value, int) or value < low or (high is not None and value > high):
+                limit = f"between {low} and {high} (above it Pillow refuses every image)" if high else \
+                    f"at least {low}"
+                raise ParameterError(f"{name} must be {limit}, got {value}")
+        if not self.upload_timeout_s > 0:
+            raise ParameterError(f"upload_timeout_s (--upload-timeout) must be positive, got {self.upload_timeout_s}")
+
+    def request_bytes(self, path: str) -> int:
+        """The most bytes a request to ``path`` may send: its files and 64 kB of multipart framing."""
+        files = {"/v1/inspect": 1, "/v1/inspect-batch": self.max_batch}.get(path.rstrip("/"), 0)
+        return files * self.max_upload_bytes + 2**16
 
 
 def png_base64(image: Image.Image) -> str:
@@ -69,29 +92,26 @@ class Inspector:
         if detector.uses_normal_images:  # build lazy caches now: the first request is not the slow one
             self._predict(torch.zeros(1, 3, self.size, self.size))
 
-    def decode(self, filename: str, data: bytes) -> torch.Tensor:
-        """Uploaded bytes -> (3, H, W) in [0, 1]; size and pixel limits first, then a full decode."""
-        if len(data) > self.limits.max_upload_bytes:
-            raise UploadError(413, f"{filename}: {len(data)} bytes exceeds the limit of "
+    def decode(self, filename: str, file: BinaryIO) -> torch.Tensor:
+        """An uploaded file (spooled, never whole in memory) -> (3, H, W) in [0, 1]; its size, then the image's
+        size from its header (the pixel and side limits), then a full decode."""
+        size = file.seek(0, os.SEEK_END)
+        if size > self.limits.max_upload_bytes:
+            raise UploadError(413, f"{filename}: {size} bytes exceeds the limit of "
                                    f"{self.limits.max_upload_bytes} bytes")
-        with tempfile.NamedTemporaryFile(prefix="lineguard-upload-") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            try:
-                height, width = image_size(tmp.name)
-                if height * width > self.limits.max_pixels:
-                    raise UploadError(413, f"{filename}: {width}x{height} = {width * height} pixels exceeds "
-                                           f"the limit of {self.limits.max_pixels}")
-                return read_image(tmp.name, max_pixels=self.limits.max_pixels)
-            except ImageError as exc:
-                raise UploadError(400, f"{filename}: {exc.reason}") from None
+        try:
+            return read_image(file, max_pixels=self.limits.max_pixels)
+        except ImageTooLargeError as exc:
+            raise UploadError(413, f"{filename}: {exc.reason}") from None
+        except ImageError as exc:
+            raise UploadError(400, f"{filename}: {exc.reason}") from None
 
     def _predict(self, images: torch.Tensor):
         with self._lock, torch.inference_mode():
             return self.detector.predict(images)
 
-    def inspect(self, uploads: list[tuple[str, bytes]], *, images: bool = True) -> list[dict]:
-        """(filename, bytes) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
+    def inspect(self, uploads: list[tuple[str, BinaryIO]], *, images: bool = True) -> list[dict]:
+        """(filename, file) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
         start = time.perf_counter()
         decoded = [self.decode(name, data) for name, data in uploads]  # (3, H_i, W_i) each
         batch = torch.stack([resize(image, self.size) for image in decoded])  # (N, 3, S, S)
