@@ -12,7 +12,7 @@ from lineguard.methods import NotFittedError
 from lineguard.prompts.clip import NotAClipError
 from lineguard.prompts.detector import save_prompts
 from lineguard.prompts.training import train_prompts
-from tests.prompts.tiny import labelled, tiny
+from tests.prompts.tiny import interrupt_after_epoch, labelled, tiny
 
 SMALL = {"n_ctx": 4, "deep_depth": 2, "deep_length": 2}
 
@@ -40,8 +40,6 @@ def test_training_lowers_the_loss_and_predicts_maps_of_every_layer(data):
 
 
 def test_save_load_and_resume_give_identical_results(data, tmp_path, monkeypatch):
-    import lineguard.training as training
-
     full, _ = learn(data, checkpoint_dir=tmp_path / "full")
     images = data.images[:3].float() / 255
     expected = full.predict(images)
@@ -51,14 +49,7 @@ def test_save_load_and_resume_give_identical_results(data, tmp_path, monkeypatch
                   lineguard.load(tmp_path / "model").predict(images)):
         assert torch.equal(again.scores, expected.scores) and torch.equal(again.maps, expected.maps)
 
-    save = training.save_checkpoint
-
-    def save_then_die_after_epoch_two(folder, model, optimizer, generator, identity, losses, device):
-        save(folder, model, optimizer, generator, identity, losses, device)
-        if len(losses) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die_after_epoch_two)
+    interrupt_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         learn(data, checkpoint_dir=tmp_path / "cut")
     monkeypatch.undo()

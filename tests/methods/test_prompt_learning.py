@@ -10,7 +10,7 @@ from lineguard.methods import NotFittedError
 from lineguard.metrics import image_auroc
 from lineguard.prompts.detector import PromptsError, save_prompts
 from lineguard.prompts.training import train_prompts
-from tests.prompts.tiny import labelled
+from tests.prompts.tiny import interrupt_after_epoch, labelled
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,6 @@ def test_prompts_of_another_feature_space_or_none_are_clear_errors(trained, tmp_
 
 
 def test_interrupted_prompt_training_resumes_to_identical_prompts(tmp_path, monkeypatch):
-    import lineguard.training as training
-
     data = labelled("texture", 64, seed=7, n=4)
 
     def learn(folder):
@@ -63,14 +61,7 @@ def test_interrupted_prompt_training_resumes_to_identical_prompts(tmp_path, monk
         return detector.prompts_
 
     full = learn(tmp_path / "full")
-    save = training.save_checkpoint
-
-    def save_then_die_after_epoch_two(folder, model, optimizer, generator, identity, losses, device):
-        save(folder, model, optimizer, generator, identity, losses, device)
-        if len(losses) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die_after_epoch_two)
+    interrupt_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         learn(tmp_path / "cut")
     monkeypatch.undo()

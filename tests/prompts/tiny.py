@@ -48,3 +48,17 @@ def labelled(kind: str, size: int, seed: int, n: int = 8) -> LabelledImages:
     masks = torch.from_numpy(np.stack([it.mask for it in items]))
     labels = torch.tensor([int(it.defect != "good") for it in items])
     return LabelledImages(images, masks, labels, [f"synthetic {kind}"])
+
+
+def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
+    """Make the shared training loop stop (as on Ctrl-C) right after writing the checkpoint of ``epoch``."""
+    import lineguard.training as training
+
+    save = training.save_checkpoint
+
+    def save_then_stop(folder, model, optimizer, generator, identity, losses, device):
+        save(folder, model, optimizer, generator, identity, losses, device)
+        if len(losses) == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
