@@ -84,11 +84,13 @@ class WinCLIP(ClipParameters, Detector):
         return self.image_size // patch, self.image_size // patch
 
     def windows(self) -> list[tuple[Tensor, Tensor]]:
-        """Per scale: (W, k²) window patches and (N, W) coverage, on the device."""
-        grid = self.grid()
-        device = resolve_device(self.device)
-        found = [window_patches(grid, k).to(device) for k in self.window_scales]
-        return [(w, coverage(w, grid[0] * grid[1])) for w in found]
+        """Per scale: (W, k²) window patches and (N, W) coverage, on the device (made once)."""
+        if getattr(self, "_windows", None) is None:
+            grid = self.grid()
+            device = resolve_device(self.device)
+            found = [window_patches(grid, k).to(device) for k in self.window_scales]
+            self._windows = [(w, coverage(w, grid[0] * grid[1])) for w in found]
+        return self._windows
 
     def fit(self, images: ImageInput) -> Self:
         """Zero-shot: nothing to learn (``winclip+`` takes reference images)."""
