@@ -59,7 +59,7 @@ def metrics_of(result) -> dict:
 
 
 def transfer(args: argparse.Namespace) -> None:
-    start = {**context()}
+    start = context()
     detector = create("prompts", backbone="effnet-lite0", image_size=SIZE)
     data, _ = labelled_images([load_dataset(folder) for folder in args.train], SIZE)
     run = train_prompts(detector, data, epochs=EPOCHS, lr=LR, batch_size=BATCH, local_weight=args.local_weight,
@@ -72,7 +72,7 @@ def transfer(args: argparse.Namespace) -> None:
 
 
 def testbatch(args: argparse.Namespace) -> None:
-    start = {**context()}
+    start = context()
     result = evaluate_detector(create("testbatch", image_size=SIZE), load_dataset(args.test), image_size=SIZE)
     append(args.out, {"cell": "testbatch", "train": [], "test": Path(args.test).name, **metrics_of(result),
                       "peak_rss_mb": round(peak_rss_mb()), **start})
@@ -80,7 +80,7 @@ def testbatch(args: argparse.Namespace) -> None:
 
 def clip_cost(args: argparse.Namespace) -> None:
     """Seconds per image of ``predict`` (after one warm-up batch) and peak memory, random weights."""
-    start = {**context()}
+    start = context()
     backbone, size = CLIP_SIZES[args.method]
     detector = create(args.method, backbone=backbone, weights="random", image_size=size, batch_size=args.batch)
     images = torch.rand(args.images, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -39,6 +39,7 @@ def test_training_lowers_the_loss_and_predicts_maps_of_every_layer(data):
     assert torch.all((result.scores >= 0) & (result.scores <= 1))
 
 
+@pytest.mark.slow
 def test_save_load_and_resume_give_identical_results(data, tmp_path, monkeypatch):
     full, _ = learn(data, checkpoint_dir=tmp_path / "full")
     images = data.images[:3].float() / 255

@@ -21,6 +21,7 @@ def trained():
     return detector, run
 
 
+@pytest.mark.slow
 def test_loss_falls_and_defects_of_an_unseen_category_rank_first(trained, parts):
     detector, run = trained
     assert run.losses[-1] < 0.9 * run.losses[0]
@@ -52,6 +53,7 @@ def test_prompts_of_another_feature_space_or_none_are_clear_errors(trained, tmp_
         lineguard.create("prompts", prompts=str(tmp_path)).predict(torch.rand(1, 3, 64, 64))
 
 
+@pytest.mark.slow
 def test_interrupted_prompt_training_resumes_to_identical_prompts(tmp_path, monkeypatch):
     data = labelled("texture", 64, seed=7, n=4)
 
