@@ -138,7 +138,7 @@ def test_two_concurrent_runs_on_one_folder(model, mvtec_folder, tmp_path):
     (["--batch-size", "0"], ["--batch-size must be at least 1, got 0"]),
     (["--device", "tpu"], ["unknown device 'tpu'"]),
     (["--param", "k=abc"], ["knn parameter k must be int, got 'abc' (str)"]),
-    (["--param", "radius=2.5"], ["knn parameter radius must be int, got 2.5 (float)"]),
+    (["--param", "patch_size=2.5"], ["knn parameter patch_size must be int, got 2.5 (float)"]),
     (["--param", "levels=5"], ["knn parameter levels must be list[int] | None, got 5 (int)"]),
     (["--param", "k"], ["--param: expected KEY=VALUE, got 'k'"]),
 ])
@@ -233,3 +233,9 @@ def test_a_damaged_thresholds_file_is_named(model, good_images, tmp_path):
     (tmp_path / "r" / "thresholds.json").write_text('{"image_threshold": ')
     one_line_error(run("predict", model, good_images, "--out", tmp_path / "r"),
                    f"{tmp_path / 'r' / 'thresholds.json'}: not a thresholds file")
+
+
+def test_fit_with_a_test_batch_method_says_how_to_use_it(mvtec_folder, tmp_path):
+    result = CliRunner().invoke(app, ["fit", "--method", "testbatch", "--data", str(mvtec_folder), "--out",
+                                      str(tmp_path / "m")])
+    assert result.exit_code == 2 and "lineguard predict --method testbatch" in " ".join(result.output.split())

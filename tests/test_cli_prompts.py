@@ -37,3 +37,12 @@ def test_train_prompts_then_predict_and_evaluate_zero_shot(mvtec_folder, tmp_pat
 def test_train_prompts_refuses_a_method_without_prompts(mvtec_folder, tmp_path):
     result = invoke("train-prompts", "--method", "knn", "--data", mvtec_folder, "--out", tmp_path / "p")
     assert result.exit_code == 2 and "knn learns no prompts" in result.output
+
+
+def test_the_cli_leaves_each_method_its_own_backbone_unless_one_is_given():
+    from lineguard.cli.options import build_detector
+
+    common = {"image_size": None, "weights": None, "device": None, "seed": None, "params": None}
+    assert build_detector("winclip", backbone=None, **common).backbone == "clip-vit-b16-plus-240"
+    assert build_detector("knn", backbone=None, **common).backbone == "effnet-lite0"
+    assert build_detector("winclip", backbone="clip-vit-b16", **common).backbone == "clip-vit-b16"

@@ -378,3 +378,11 @@ def test_open_files_are_read_like_paths(tmp_path):
         assert image_size(f) == (4, 6)
     with pytest.raises(ImageError, match="empty file"):
         read_image(io.BytesIO())
+
+
+def test_bytes_decode_as_the_file_they_came_from(tmp_path):
+    path = tmp_path / "part.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(path)
+    assert torch.equal(read_image(path.read_bytes()), read_image(path))
+    with pytest.raises(ImageError, match="<upload>: not a recognised image format"):
+        read_image(b"not an image")

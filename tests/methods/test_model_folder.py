@@ -84,15 +84,16 @@ def test_thresholds_come_whole_and_valid(tmp_path, parts):
 
 @pytest.mark.parametrize(("params", "words"), [
     ({"k": "abc"}, "knn parameter k must be int, got 'abc' (str)"),
-    ({"radius": 2.5}, "knn parameter radius must be int, got 2.5 (float)"),
+    ({"patch_size": 2.5}, "knn parameter patch_size must be int, got 2.5 (float)"),
     ({"levels": 5}, "knn parameter levels must be list[int] | None, got 5 (int)"),
     ({"levels": [1, "2"]}, "knn parameter levels must be list[int] | None"),
     ({"k": True}, "knn parameter k must be int, got True (bool)"),
     ({"sigma": "4"}, "knn parameter sigma must be float"),
 ])
-def test_parameters_of_the_wrong_type_are_named(params, words):
+def test_parameters_of_the_wrong_type_are_named_before_any_image_is_read(params, words):
+    detector = lineguard.create("knn", backbone="no-such-backbone", **params)  # constructing never fails
     with pytest.raises(ParameterError) as raised:
-        lineguard.create("knn", **params)
+        detector.fit(torch.zeros(1, 3, 32, 32))
     assert words in str(raised.value)
 
 
@@ -107,9 +108,31 @@ def test_a_fewshot_model_carries_its_encoder(tmp_path):
     config = EncoderConfig(image_size=64, hidden=16, predictor_hidden=4, channels=152)  # Lite0 levels 2, 3
     save_encoder(SiameseEncoder(config), tmp_path / "enc")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    detector = lineguard.create("fewshot", image_size=64, encoder=str(tmp_path / "enc"), brightness=0).fit(images)
+    detector = lineguard.create("fewshot", image_size=64, encoder=str(tmp_path / "enc"), brightness_views=0).fit(images)
     detector.save(tmp_path / "m")
     shutil.rmtree(tmp_path / "enc")
     reloaded = lineguard.load(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "config.json").read_text())["params"]["encoder"] == "encoder"
     assert torch.equal(reloaded.predict(images).scores, detector.predict(images).scores)
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("knn", {"patch_size": 5}),
+    ("fewshot", {"reweight_neighbours": 3, "brightness_views": 2, "hflip": False, "vflip": False}),
+    ("dfr", {"epochs": 1, "patch_batch_size": 32, "batch_size": 2}),
+])
+def test_a_folder_saved_in_format_1_loads_under_todays_names(method, params, parts, tmp_path):
+    """A folder as lineguard wrote it before format 2: today's folder with version 1 and the old names."""
+    from lineguard.methods.model_folder import RENAMED
+
+    support, test = parts[0][:2], parts[1][:2]
+    detector = lineguard.create(method, image_size=64, **params).fit(support)
+    detector.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    old_names = {new: old for old, new in RENAMED[1][method].items()}
+    config = {**config, "format_version": 1, "params": {old_names.get(k, k): v for k, v in config["params"].items()}}
+    assert set(config["params"]) & set(old_names.values())  # the folder really uses the old names
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    reloaded = lineguard.load(tmp_path / "m")
+    assert reloaded.get_params() == detector.get_params()
+    assert torch.equal(reloaded.predict(test).maps, detector.predict(test).maps)

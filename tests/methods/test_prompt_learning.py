@@ -45,8 +45,8 @@ def test_prompts_folder_and_model_folder_give_identical_scores(trained, parts, t
 
 def test_prompts_of_another_feature_space_or_none_are_clear_errors(trained, tmp_path):
     save_prompts(trained[0], tmp_path / "prompts")
-    with pytest.raises(PromptsError, match="radius=3.*radius=1"):
-        lineguard.create("prompts", radius=1, prompts=str(tmp_path / "prompts")).predict(torch.rand(1, 3, 64, 64))
+    with pytest.raises(PromptsError, match="patch_size=3.*patch_size=1"):
+        lineguard.create("prompts", patch_size=1, prompts=str(tmp_path / "prompts")).predict(torch.rand(1, 3, 64, 64))
     with pytest.raises(NotFittedError, match="train-prompts --method prompts"):
         lineguard.create("prompts").predict(torch.rand(1, 3, 64, 64))
     with pytest.raises(PromptsError, match="not a prompts folder"):

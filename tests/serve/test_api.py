@@ -175,13 +175,13 @@ class BatchMedian(Detector):
     name = "batch-median"
     uses_normal_images = False
 
-    def __init__(self, image_size: int = 64):
+    def __init__(self, *, image_size: int = 64):
         self.image_size = image_size
 
-    def fit(self, images):
-        return self
+    def _fit(self, images):
+        pass
 
-    def predict(self, images):
+    def _predict(self, images):
         if len(images) < 2:
             raise ValueError("batch-median needs at least 2 images in a batch")
         maps = (images - images.median(dim=0).values).abs().mean(dim=1)  # (N, H, W)

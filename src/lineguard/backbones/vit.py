@@ -27,6 +27,7 @@ from lineguard.backbones.weights import (
     resolve_weights,
     timm_weight_sources,
 )
+from lineguard.extras import require
 
 
 def evenly_spaced(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -144,7 +145,7 @@ def image_tower_only(state_dict: StateDict, origin: str) -> StateDict:
 def open_clip_model(config: Mapping, *, quick_gelu: bool = False) -> nn.Module:
     """``open_clip.CLIP(**config)``, with its causal text mask (a buffer no state dict holds) made on the CPU
     even while the model is built on the meta device to receive weights."""
-    import open_clip
+    open_clip = require("open_clip", "a CLIP model")
     model = open_clip.CLIP(**config, quick_gelu=quick_gelu)
     context = model.context_length
     mask = torch.full((context, context), float("-inf"), device="cpu").triu_(1)  # as open_clip builds it
@@ -161,7 +162,7 @@ class OpenClipVit:
     pretrained: str  # open_clip's pretrained tag
 
     def _pretrained_config(self) -> Mapping:
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         return open_clip.get_pretrained_cfg(self.arch, self.pretrained)
 
     @property
@@ -170,14 +171,14 @@ class OpenClipVit:
         return bool(self._pretrained_config().get("quick_gelu", False))
 
     def _make(self) -> nn.Module:
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         config = open_clip.get_model_config(self.arch)
         # what open_clip.create_model builds for `.visual`, without the text tower
         return open_clip.model._build_vision_tower(config["embed_dim"], config["vision_cfg"],
                                                    quick_gelu=self.quick_gelu)
 
     def all_levels(self) -> tuple[Level, ...]:
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         vision = open_clip.CLIPVisionCfg(**open_clip.get_model_config(self.arch)["vision_cfg"])
         return tuple(Level(f"transformer.resblocks.{i}", vision.width, vision.patch_size)
                      for i in range(vision.layers))
@@ -187,7 +188,7 @@ class OpenClipVit:
 
     def _sources(self, *, whole: bool = False) -> WeightSources:
         def download() -> StateDict:
-            import open_clip
+            open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
             model = open_clip.create_model(self.arch, pretrained=self.pretrained)
             return (model if whole else model.visual).state_dict()
 
@@ -213,7 +214,7 @@ class OpenClipVit:
         """The whole open_clip CLIP model (untouched, in train mode) and its pretrained config (mean, std).
 
         Weights resolve like the tower's, cached under ``<name>.full``: a tower-only file cannot serve."""
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP model {self.arch}")
         build = partial(open_clip_model, open_clip.get_model_config(self.arch), quick_gelu=self.quick_gelu)
         model = materialize(build, resolve_weights(f"{name}.full", weights, self._sources(whole=True)))
         return model, self._pretrained_config()

@@ -14,6 +14,7 @@ command can skip them and say which and why.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # The longest side read, whatever the pixel count: JPEG's own maximum.
 MAX_SIDE = 65_535
 
-Source = str | Path | BinaryIO  # a file path, or an open binary file
+Source = str | Path | BinaryIO | bytes  # a file path, an open binary file (a spooled upload), or a file's bytes
 
 
 class ImageError(LineguardError, ValueError):
@@ -101,7 +102,9 @@ def check_size(path: Path, width: int, height: int, max_pixels: int | None) -> N
 
 @contextmanager
 def open_image(source: Source, max_pixels: int | None) -> Iterator[Image.Image]:
-    """Open ``source`` lazily (header only) with the guards applied; Pillow errors -> ImageError."""
+    """Open ``source`` lazily (header only) with the guards applied; Pillow errors -> ImageError. Bytes are
+    read in place, never written to a file to be read back."""
+    source = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     path = check_source(source)
     try:
         with warnings.catch_warnings():  # Pillow's soft limit: check_size below decides

@@ -22,7 +22,7 @@ Decisions (one each, written down so readers know):
   passes when PyTorch's single pass would first stretch a tall image to the output's width.
 * Only the first page of a multi-page TIFF (or frame of an animated PNG) is read; an :class:`ImageWarning`
   names the file.
-* Sources are file paths, or open binary files (the service's spooled uploads), never whole bytes in memory.
+* Sources are file paths, open binary files (the service's spooled uploads), or bytes already in memory.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ One writer at a time: a store opened for writing holds an OS lock (``flock``) on
 it is closed or its process ends, however it ends; a second writer stops at once with
 :class:`ResultsLockedError`, naming the holder (pid, host, start time). Readers (the report) take no lock.
 
+An image's defect mask (``masks/NNNNNN.png``, black and white at the image's own size) is written beside its map,
+with the same number, and the thresholds the decisions were made with are kept in ``thresholds.json``: a report
+draws the same decisions later, without the model, and a folder refuses rows decided with other thresholds.
+
 A damaged line (not a complete JSON object with a ``path``, or a second row for the same image) is moved to
 ``results.damaged.jsonl`` and its line number kept in ``damaged``, so the caller can say so; every intact row
 before and after it is kept. A torn last line left by a crash is such a line. Maps are numbered past every
@@ -20,15 +24,19 @@ import json
 import os
 import socket
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from PIL import Image
 
 from lineguard.errors import LineguardError
+from lineguard.scoring.threshold import Thresholds
 
 RESULTS_FILE = "results.jsonl"
 DAMAGED_FILE = "results.damaged.jsonl"
+THRESHOLDS_FILE = "thresholds.json"
 LOCK_FILE = ".lock"
 MAPS_DIR = "maps"
 MASKS_DIR = "masks"
@@ -36,6 +44,45 @@ MASKS_DIR = "masks"
 
 class ResultsLockedError(LineguardError, RuntimeError):
     """Another run is writing the results folder."""
+
+
+class OtherThresholdsError(LineguardError, ValueError):
+    """A results folder already holds decisions made with other thresholds (or a damaged thresholds file)."""
+
+
+def save_thresholds(folder: str | Path, thresholds: Thresholds) -> None:
+    """Record the thresholds of a results folder; refuse to mix decisions made with different ones."""
+    path = Path(folder) / THRESHOLDS_FILE
+    existing = load_thresholds(folder)
+    if existing is not None and existing != thresholds:
+        raise OtherThresholdsError(f"{folder} holds results decided with other thresholds ({path}): use a new "
+                                   "--out folder for a recalibrated model")
+    path.write_text(json.dumps(asdict(thresholds), indent=2))
+
+
+def load_thresholds(folder: str | Path) -> Thresholds | None:
+    path = Path(folder) / THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Thresholds(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:  # bad JSON, keys or values
+        raise OtherThresholdsError(f"{path}: not a thresholds file ({exc}): move it away or use another "
+                                   "--out folder") from None
+
+
+def mask_image(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """(h, w) bool -> black/white 8-bit image of (H, W) ``size`` (nearest neighbour: no grey edges)."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+    return image if image.size == (size[1], size[0]) else image.resize((size[1], size[0]), Image.NEAREST)
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then put it in place in one step."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def _lock(folder: Path) -> IO[str]:
@@ -134,20 +181,26 @@ class ResultStore:
     def __contains__(self, path: str | Path) -> bool:
         return str(path) in self._keys
 
-    def append(self, row: dict[str, Any], anomaly_map: np.ndarray | None = None) -> dict[str, Any]:
-        """Persist one result (``row["path"]`` required) durably before returning it."""
+    def append(self, row: dict[str, Any], anomaly_map: np.ndarray | None = None, *,
+               mask: np.ndarray | None = None, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Persist one result (``row["path"]`` required) durably before returning it, with its map and its
+        defect mask (written at the image's (H, W) ``image_size``)."""
         if self._handle is None:
             raise RuntimeError(f"{self.folder}: this store is read-only or closed")
         key = str(row["path"])
         if key in self._keys:
             raise ValueError(f"{key} is already in {self.path}")
         row = {**row, "path": key}
+        if mask is not None:
+            name = f"{MASKS_DIR}/{self.next_index:06d}.png"
+            (self.folder / MASKS_DIR).mkdir(exist_ok=True)
+            picture = mask_image(mask, image_size or mask.shape)
+            _write_atomically(self.folder / name, lambda f: picture.save(f, format="PNG"))
+            row["mask"] = name
         if anomaly_map is not None:
             name = f"{MAPS_DIR}/{self.next_index:06d}.npy"
-            tmp = self.folder / (name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(anomaly_map, dtype=np.float16), allow_pickle=False)
-            os.replace(tmp, self.folder / name)
+            values = np.asarray(anomaly_map, dtype=np.float16)
+            _write_atomically(self.folder / name, lambda f: np.save(f, values, allow_pickle=False))
             row["map"] = name
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")

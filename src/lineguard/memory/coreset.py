@@ -132,3 +132,32 @@ def coreset_size(n: int, ratio: float) -> int:
     if not 0 < ratio <= 1:
         raise ParameterError(f"coreset ratio must be in (0, 1], got {ratio}")
     return max(1, int(n * ratio))
+
+
+def image_coresets(features: Tensor, size: int, images_per_block: int = 16) -> Tensor:
+    """(N, L, D) rows grouped by image -> (N, size) indices: a greedy k-center coreset inside each image.
+
+    A batch scored against itself compares each patch with the patches of a few other images; most of an
+    image's patches repeat one another (a plain background, a uniform surface), so its k-center coreset serves
+    as that image's reference at a fraction of the rows, within its covering radius of the exact distances.
+    Exact distances (no projection): each image's (L, L) Gram matrix is one batched product, after which every
+    pick is a row gather. The first pick is the row farthest from the image's mean, so nothing is random.
+    """
+    n, patches, _ = features.shape
+    if not 1 <= size <= patches:
+        raise ParameterError(f"an image coreset keeps between 1 and {patches} rows, got {size}")
+    picks = torch.empty(n, size, dtype=torch.long, device=features.device)
+    for begin in range(0, n, images_per_block):
+        x = features[begin:begin + images_per_block].float()  # (B, L, D)
+        gram = x @ x.transpose(1, 2)  # (B, L, L)
+        sq = gram.diagonal(dim1=1, dim2=2)  # (B, L)
+        block = torch.arange(len(x), device=x.device)
+        min_d2 = torch.full_like(sq, float("inf"))
+        pick = (sq - 2 * (x @ x.mean(1, keepdim=True).transpose(1, 2))[..., 0]).argmax(1)  # farthest from the mean
+        for step in range(size):
+            picks[begin + block, step] = pick
+            d2 = sq + sq[block, pick][:, None] - 2 * gram[block, pick]  # (B, L) to the new centre
+            torch.minimum(min_d2, d2, out=min_d2)
+            min_d2[block, pick] = _PICKED
+            pick = min_d2.argmax(1)
+    return picks

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lineguard.extras import require
+
 Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
 _IVF_MIN_BANK = 16_384  # below this a flat index is fast enough and exact
 _IVF_MIN_PER_LIST = 39  # faiss wants this many training rows per list, or it warns
@@ -68,7 +70,7 @@ class NearestNeighbours:
         return "faiss-ivf" if self.bank.shape[0] >= _IVF_MIN_BANK else "faiss"
 
     def _build_faiss(self, ivf_lists: int | None, ivf_probe: int):
-        import faiss
+        faiss = require("faiss", f"the {self.backend} search backend")
 
         data = self.bank.cpu().numpy()
         dim = data.shape[1]

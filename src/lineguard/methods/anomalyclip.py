@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lineguard.backbones.vit import evenly_spaced
 from lineguard.errors import ParameterError
 from lineguard.methods.base import register
+from lineguard.params import NON_NEGATIVE, POSITIVE, Each
 from lineguard.prompts.clip import ClipParameters
 from lineguard.prompts.detector import PromptDetector
 from lineguard.prompts.dpam import dpam_encode
@@ -51,8 +52,10 @@ class AnomalyCLIP(ClipParameters, PromptDetector):
     """
 
     name = "anomalyclip"
+    parameter_constraints = {"layers": [Each(NON_NEGATIVE)], "dpam_from": [NON_NEGATIVE], "n_ctx": [POSITIVE],
+                             "deep_depth": [POSITIVE], "deep_length": [POSITIVE]}
 
-    def __init__(self, backbone: str = "clip-vit-l14-336", clip_config: dict | None = None,
+    def __init__(self, *, backbone: str = "clip-vit-l14-336", clip_config: dict | None = None,
                  weights: str | None = None, prompts: str | None = None, image_size: int = 518,
                  layers: list[int] | None = None, dpam_from: int | None = None, n_ctx: int = 12,
                  deep_depth: int = 9, deep_length: int = 4, sigma: float = 4.0, device: str = "cpu",
@@ -71,29 +74,34 @@ class AnomalyCLIP(ClipParameters, PromptDetector):
         self.device = device
         self.batch_size = batch_size
 
+    def validate_params(self) -> None:
+        super().validate_params()
+        if self.deep_length > self.n_ctx:
+            raise ParameterError(f"{self.name} parameter deep_length must be at most n_ctx ({self.n_ctx}): the deep "
+                                 f"tokens replace learned words, never the object's; got {self.deep_length}")
+
     def chosen_layers(self) -> tuple[int, ...]:
         depth = len(self.clip.model.visual.transformer.resblocks)
         spaced = tuple(sorted({i for i in evenly_spaced(depth) if i >= 0}))  # fewer than four on shallow towers
         layers = spaced if self.layers is None else tuple(self.layers)
         if not layers or any(not 0 <= i < depth for i in layers):
-            raise ParameterError(f"layers must be block indices in 0 … {depth - 1}, got {list(layers)}")
+            raise ParameterError(f"{self.name} parameter layers must be block indices in 0 … {depth - 1}, got "
+                                 f"{list(layers)}")
         return layers
 
     def first_dpam_block(self) -> int:
         return min(self.chosen_layers()) if self.dpam_from is None else self.dpam_from
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        patch = self.clip.patch_size
-        if self.image_size % patch:
-            raise ParameterError(f"image_size must be a multiple of the patch size {patch}, got {self.image_size}")
+        self.patch_grid()  # image_size fits the patches
         return dpam_encode(self.clip.model.visual, self.clip.normalize(images), self.chosen_layers(),
                            self.first_dpam_block())
 
     def new_learner(self) -> nn.Module:
         text_blocks = len(self.clip.model.transformer.resblocks)
         if not 1 <= self.deep_depth <= text_blocks:
-            raise ParameterError(f"deep_depth must be between 1 and the text encoder's {text_blocks} blocks, "
-                             f"got {self.deep_depth}")
+            raise ParameterError(f"{self.name} parameter deep_depth must be at most the text encoder's "
+                                 f"{text_blocks} blocks, got {self.deep_depth}")
         return ObjectAgnosticPrompts(self.clip.model.token_embedding.embedding_dim, self.n_ctx,
                                      self.deep_depth, self.deep_length)
 

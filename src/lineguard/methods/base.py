@@ -1,7 +1,9 @@
 """The one interface every detector follows, and the registry that names them.
 
-A detector is built from explicit keyword parameters (stored unchanged, checked at ``fit``), learns state in
-attributes ending in ``_`` and does no I/O: it takes image tensors and returns a :class:`Prediction`.
+A detector is built from explicit keyword-only parameters, stored unchanged and checked when its work starts —
+at ``fit``, or at ``predict`` for a method that learns nothing — against their annotations and the declared
+``parameter_constraints`` (:mod:`lineguard.params`). It learns state in attributes ending in ``_`` and
+does no I/O: it takes image tensors and returns a :class:`Prediction`.
 Saving is generic: tensors of the learned state (and dicts of tensors, such as a trained network's
 ``state_dict``) go to ``state.safetensors``, everything else to ``config.json``, and files the parameters
 name are copied in (:mod:`lineguard.methods.model_folder`, which also says what loading checks).
@@ -11,22 +13,19 @@ Letters: N images, H × W image size.
 
 from __future__ import annotations
 
-import inspect
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from safetensors.torch import save_file
 from torch import Tensor
 
 from lineguard.errors import LineguardError, ParameterError
 from lineguard.methods import model_folder
 from lineguard.methods.model_folder import THRESHOLD_STATE
-from lineguard.methods.params import check_types
-from lineguard.scoring.threshold import DEFAULT_RULE, Thresholds
+from lineguard.params import POSITIVE, Constraints, Interval, check_names, check_params, param_names
+from lineguard.scoring.threshold import DEFAULT_RULE, NotCalibratedError, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 
 ImageInput = Tensor | Iterable[Tensor]  # (N, 3, H, W) floats in [0, 1], or an iterable of such batches
@@ -45,18 +44,25 @@ class Prediction:
                              f"{tuple(self.maps.shape)}")
 
 
+class NoImagesError(LineguardError, ValueError):
+    """``fit`` or ``predict`` was handed no image (or too few) to work on."""
+
+
 class NotFittedError(LineguardError, RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
 
 
-class NotCalibratedError(LineguardError, RuntimeError):
-    """Decisions were asked of a detector that has no thresholds yet."""
-
-
 class Detector(ABC):
-    """Base of all methods. Subclasses set ``name`` and implement ``fit`` and ``predict``."""
+    """Base of all methods. Subclasses set ``name``, take ``image_size`` and implement ``_fit`` and ``_predict``;
+    the public ``fit`` and ``predict`` check the parameters and the fitted state first."""
 
     name: ClassVar[str]
+    image_size: int  # the working resolution: maps come at image_size × image_size
+    #: Allowed values of parameters, by name (a class's own are merged over its bases'; names a class does not
+    #: take are ignored). Types come from the constructor's annotations.
+    parameter_constraints: ClassVar[Constraints] = {
+        "image_size": [POSITIVE], "batch_size": [POSITIVE], "sigma": [Interval(float, 0, None)],
+        "patch_size": [Interval(int, 1, None, odd=True)]}
     #: False for test-batch (zero-data) methods: they score the batch given to ``predict`` against itself.
     uses_normal_images: ClassVar[bool] = True
     #: Parameters that name a file or folder the detector reads: a saved model keeps copies inside its folder.
@@ -66,7 +72,20 @@ class Detector(ABC):
 
     @classmethod
     def param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        return param_names(cls)
+
+    @classmethod
+    def constraints(cls) -> Constraints:
+        """``parameter_constraints`` of the class and its bases, the class's own winning."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("parameter_constraints", {}))
+        return merged
+
+    def validate_params(self) -> None:
+        """Raise :class:`ParameterError` naming the first parameter whose type or value is not allowed. A method
+        with rules between parameters extends this (calling it first)."""
+        check_params(self.name, type(self).__init__, self.get_params(), self.constraints())
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.param_names()}
@@ -75,13 +94,27 @@ class Detector(ABC):
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
-    @abstractmethod
-    def fit(self, images: ImageInput) -> Self:
+    def fit(self, images: ImageInput = ()) -> Self:
         """Learn from normal images (few-shot: the support set). Test-batch methods accept nothing here."""
+        self.validate_params()
+        self._fit(images)
+        return self
+
+    def predict(self, images: ImageInput) -> Prediction:
+        """Score images; maps come at the detector's working resolution. A test-batch method scores the batch
+        against itself (and checks its parameters here, having no fit)."""
+        self.check_fitted()
+        if not self.uses_normal_images:
+            self.validate_params()
+        return self._predict(images)
 
     @abstractmethod
-    def predict(self, images: ImageInput) -> Prediction:
-        """Score images; maps come at the detector's working resolution."""
+    def _fit(self, images: ImageInput) -> None:
+        """Learn the state (attributes ending in ``_``) from the normal images."""
+
+    @abstractmethod
+    def _predict(self, images: ImageInput) -> Prediction:
+        """Score the images with the learned state."""
 
     # -- learned state ------------------------------------------------------------------------------------
     def learned_attributes(self) -> dict[str, Any]:
@@ -133,14 +166,9 @@ class Detector(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         learned = self.learned_attributes()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in flatten_tensors(learned).items()}
         others = {k: v for k, v in learned.items() if not (isinstance(v, Tensor) or is_tensor_dict(v))}
-        save_file(tensors, str(folder / model_folder.STATE_FILE))
         params = model_folder.bundle_files(self.get_params(), self.file_params, folder)
-        config = {"format_version": model_folder.FORMAT_VERSION, "method": self.name, "params": params,
-                  "state": others}
-        (folder / model_folder.CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-        return folder
+        return model_folder.write_folder(folder, self.name, params, flatten_tensors(learned), others)
 
     def _restore(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         for key, value in {**unflatten_tensors(tensors), **state}.items():
@@ -196,14 +224,10 @@ def method_class(name: str) -> type[Detector]:
 
 
 def create(name: str, **params: Any) -> Detector:
-    """Build a detector by registry name, e.g. ``create("knn", backbone="effnet-lite0")``; names and types of
-    the parameters are checked against the constructor's signature."""
+    """Build a detector by registry name, e.g. ``create("knn", backbone="effnet-lite0")``; a name the constructor
+    does not take is refused here, values when the detector starts work (``Detector.validate_params``)."""
     cls = method_class(name)
-    unknown = sorted(set(params) - set(cls.param_names()))
-    if unknown:
-        raise ParameterError(f"{name} has no parameter(s) {', '.join(unknown)}; "
-                             f"its parameters are: {', '.join(cls.param_names())}")
-    check_types(name, cls.__init__, params)
+    check_names(name, cls, list(params))
     return cls(**params)
 
 
@@ -217,6 +241,7 @@ def load(folder: str | Path) -> Detector:
         cls = method_class(method)
         params = model_folder.resolve_files(params, cls.file_params, folder)
         detector = create(method, **params)
+        detector.validate_params()
     except ParameterError as exc:
         raise model_folder.ModelFolderError(f"{where}: {exc}") from None
     tensors = model_folder.read_tensors(folder)

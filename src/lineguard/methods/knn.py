@@ -8,56 +8,40 @@ Letters: N images, D feature dimension, h × w the feature grid, M bank size.
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 
-from lineguard.errors import ParameterError
-from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
-from lineguard.memory.knn import NearestNeighbours
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
-from lineguard.scoring.image import max_score
-from lineguard.scoring.maps import anomaly_maps
+from lineguard.methods.base import register
+from lineguard.methods.grid import GridDetector
+from lineguard.params import POSITIVE
 
 
 @register
-class KNN(BackboneFeatures, Detector):
+class KNN(GridDetector):
     name = "knn"
+    parameter_constraints = {"k": [POSITIVE]}
+    search_bank = "memory_bank_"
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, k: int = 1, sigma: float = 4.0, weights: str | None = None,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, k: int = 1, sigma: float = 4.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.k = k
         self.sigma = sigma
         self.weights = weights
         self.device = device
         self.batch_size = batch_size
 
-    def fit(self, images: ImageInput) -> Self:
-        if self.k < 1:
-            raise ParameterError(f"k must be at least 1, got {self.k}")
-        feats = [flatten_patches(f) for f in self.extractor.iterate(as_batches(images, self.batch_size),
-                                                                      "knn: normal features")]
-        if not feats:
-            raise ValueError("fit needs at least one normal image")
-        self.memory_bank_ = torch.cat(feats)  # -> (M, D)
-        self._index = None
-        return self
+    def learn(self, features: Iterator[Tensor]) -> None:
+        self.memory_bank_ = torch.cat([flatten_patches(f) for f in features])  # -> (M, D)
 
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
-        if getattr(self, "_index", None) is None:
-            self._index = NearestNeighbours(self.memory_bank_)
-        scores, maps = [], []
-        for feats in self.extractor.iterate(as_batches(images, self.batch_size), "knn: scoring"):
-            n, _, h, w = feats.shape
-            dist, _ = self._index.search(flatten_patches(feats), k=self.k)
-            patch_scores = dist.mean(1).view(n, h, w)
-            maps.append(anomaly_maps(patch_scores, (self.image_size, self.image_size), self.sigma))
-            scores.append(max_score(patch_scores))
-        return Prediction(torch.cat(scores), torch.cat(maps))
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, _, h, w = features.shape
+        dist, _ = self.index.search(flatten_patches(features), k=self.k)
+        return dist.mean(1).view(n, h, w)

@@ -5,7 +5,8 @@ copies of the files its parameters name (:attr:`Detector.file_params`: backbone 
 so that it never depends on, or reaches, anything outside itself. Reading one checks every part before a
 detector sees it, and any problem is a :class:`ModelFolderError` naming the file:
 
-* the config is a JSON object with a known ``format_version``, a registered ``method`` and ``params``;
+* the config is a JSON object with a known ``format_version``, a registered ``method`` and ``params``; a
+  folder of an older version is read through the renames since (:data:`RENAMED`);
 * file parameters are relative paths that stay inside the folder (links resolved), to safetensors files or
   folders of them: nothing outside the folder is opened, and nothing is unpickled;
 * learned state may only set learned attributes (names ending in ``_`` that the method does not define),
@@ -24,14 +25,25 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lineguard.backbones.weights import RANDOM_WEIGHTS, load_weights_file, save_weights_file
 from lineguard.errors import LineguardError
 from lineguard.scoring.threshold import CalibrationError, Thresholds
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Parameters renamed since each older format version, by method: {version: {method: {old: new}}}. Version 2
+#: named window sizes, view counts and what a batch counts (issue 18).
+_PATCH_SIZE = {"radius": "patch_size"}
+_PATCHCORE = {**_PATCH_SIZE, "b": "reweight_neighbours"}
+RENAMED: dict[int, dict[str, dict[str, str]]] = {1: {
+    "knn": _PATCH_SIZE, "spade": _PATCH_SIZE, "fastrecon": _PATCH_SIZE, "cse": _PATCH_SIZE,
+    "patchcore": _PATCHCORE,
+    "fewshot": {**_PATCHCORE, "rotations": "rotation_views", "translations": "translation_views",
+                "zooms": "zoom_views", "brightness": "brightness_views", "contrast": "contrast_views"},
+    "dfr": {**_PATCH_SIZE, "batch_size": "patch_batch_size", "image_batch_size": "batch_size"},
+    "siamese-encoder": _PATCH_SIZE}}
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
 #: Learned state written by :meth:`Detector.calibrate`: saved with the model, but not what makes it fitted.
@@ -54,14 +66,33 @@ def read_config(folder: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
         raise ModelFolderError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict):
         raise ModelFolderError(f"{path}: expected a JSON object, got a {type(config).__name__}")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ModelFolderError(f"{path}: unsupported model format {config.get('format_version')!r}")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION and version not in RENAMED:
+        raise ModelFolderError(f"{path}: unsupported model format {version!r}")
     method, params, state = config.get("method"), config.get("params"), config.get("state", {})
     for key, value, kind in (("method", method, str), ("params", params, dict), ("state", state, dict)):
         if not isinstance(value, kind):
             raise ModelFolderError(f"{path}: {key!r} must be a JSON {'string' if kind is str else 'object'}, "
                                    f"got {value!r}")
-    return method, params, state
+    return method, renamed(params, method, version), state
+
+
+def renamed(params: dict[str, Any], method: str, version: int) -> dict[str, Any]:
+    """``params`` of a folder saved in format ``version`` under today's names (all renames at once)."""
+    for since in range(version, FORMAT_VERSION):
+        names = RENAMED.get(since, {}).get(method, {})
+        params = {names.get(key, key): value for key, value in params.items()}
+    return params
+
+
+def write_folder(folder: Path, method: str, params: dict[str, Any], tensors: dict[str, Tensor],
+                 state: dict[str, Any]) -> Path:
+    """Write a model folder: ``state.safetensors`` and ``config.json`` (the current format version)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / STATE_FILE))
+    config = {"format_version": FORMAT_VERSION, "method": method, "params": params, "state": state}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    return folder
 
 
 def read_tensors(folder: Path) -> dict[str, Tensor]:

@@ -37,7 +37,7 @@ class LearnedEmbeddings(nn.Module):
 class PromptLearning(BackboneFeatures, PromptDetector):
     """Parameters:
 
-    - ``backbone``, ``levels``, ``radius``, ``weights``: the patch features the embeddings live in (as every
+    - ``backbone``, ``levels``, ``patch_size``, ``weights``: the patch features the embeddings live in (as every
       backbone method; levels None: the backbone's defaults).
     - ``image_size``: working resolution; the prompts may be used at another size than they were learned at.
     - ``prompts``: the folder of learned prompts (``lineguard train-prompts --method prompts``).
@@ -47,13 +47,13 @@ class PromptLearning(BackboneFeatures, PromptDetector):
 
     name = "prompts"
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, prompts: str | None = None, sigma: float = 4.0, weights: str | None = None,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, prompts: str | None = None, sigma: float = 4.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.prompts = prompts
         self.sigma = sigma
         self.weights = weights
@@ -71,4 +71,4 @@ class PromptLearning(BackboneFeatures, PromptDetector):
         return learner.embeddings
 
     def signature(self) -> dict[str, Any]:
-        return {"backbone": self.backbone, "levels": self.levels, "radius": self.radius}
+        return {"backbone": self.backbone, "levels": self.levels, "patch_size": self.patch_size}

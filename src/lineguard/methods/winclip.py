@@ -11,15 +11,13 @@ cosine distance (1 − cos) / 2 to any reference patch (unprojected tokens of th
 smallest to any reference window of the same scale (harmonically aggregated); those maps are averaged, then
 averaged with the zero-shot map; the image score is the mean of the zero-shot score and that map's maximum.
 
-Computed as anomalib's WinCLIP (``benchmarks/winclip_anomalib.py`` checks the scores on the same weights).
+Computed as anomalib's WinCLIP (``benchmarks/peers/winclip_side_by_side.py`` checks the scores on the same weights).
 Published (ViT-B/16+ at 240 px, LAION-400M weights, MVTec AD): zero-shot image AUROC 91.8, pixel AUROC 85.1.
 
 Letters: B images, K references, N patches, C tower width, E joint width, W windows of a scale.
 """
 
 from __future__ import annotations
-
-from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,8 @@ from torch import Tensor
 from lineguard.backbones.vit import clip_embed
 from lineguard.errors import ParameterError
 from lineguard.features.extractor import fit_size
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches, register
+from lineguard.params import POSITIVE, Each
 from lineguard.progress import track
 from lineguard.prompts.clip import ClipParameters
 from lineguard.prompts.ensemble import TEMPLATES, class_embeddings
@@ -57,8 +56,9 @@ class WinCLIP(ClipParameters, Detector):
 
     name = "winclip"
     uses_normal_images = False
+    parameter_constraints = {"scales": [Each(POSITIVE)]}
 
-    def __init__(self, backbone: str = "clip-vit-b16-plus-240", clip_config: dict | None = None,
+    def __init__(self, *, backbone: str = "clip-vit-b16-plus-240", clip_config: dict | None = None,
                  weights: str | None = None, class_name: str = "object", templates: list[str] | None = None,
                  scales: list[int] | None = None, image_size: int = 240, sigma: float = 0.0, device: str = "cpu",
                  batch_size: int = 8):
@@ -77,11 +77,14 @@ class WinCLIP(ClipParameters, Detector):
     def window_scales(self) -> list[int]:
         return [2, 3] if self.scales is None else list(self.scales)
 
+    def validate_params(self) -> None:
+        super().validate_params()
+        if self.templates is not None and (not self.templates or any("{}" not in t for t in self.templates)):
+            raise ParameterError(f"{self.name} parameter templates must be texts with a {{}} for the object, got "
+                                 f"{self.templates!r}")
+
     def grid(self) -> tuple[int, int]:
-        patch = self.clip.patch_size
-        if self.image_size % patch:
-            raise ParameterError(f"image_size must be a multiple of the patch size {patch}, got {self.image_size}")
-        return self.image_size // patch, self.image_size // patch
+        return self.patch_grid(), self.patch_grid()
 
     def windows(self) -> list[tuple[Tensor, Tensor]]:
         """Per scale: (W, k²) window patches and (N, W) coverage, on the device (made once)."""
@@ -92,9 +95,8 @@ class WinCLIP(ClipParameters, Detector):
             self._windows = [(w, coverage(w, grid[0] * grid[1])) for w in found]
         return self._windows
 
-    def fit(self, images: ImageInput) -> Self:
+    def _fit(self, images: ImageInput) -> None:
         """Zero-shot: nothing to learn (``winclip+`` takes reference images)."""
-        return self
 
     def text_embeddings(self) -> Tensor:
         if getattr(self, "_text", None) is None:
@@ -124,8 +126,7 @@ class WinCLIP(ClipParameters, Detector):
         return self.zero_shot(image, windows)
 
     @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
+    def _predict(self, images: ImageInput) -> Prediction:
         device = resolve_device(self.device)
         size = (self.image_size, self.image_size)
         scores, maps = [], []
@@ -133,6 +134,8 @@ class WinCLIP(ClipParameters, Detector):
             image_scores, patch_maps = self.scores(*self.encode(batch.float().to(device)))
             maps.append(anomaly_maps(patch_maps.view(-1, *self.grid()), size, self.sigma).cpu())
             scores.append(image_scores.cpu())
+        if not scores:
+            raise NoImagesError(f"{self.name}: predict needs at least one image")
         return Prediction(torch.cat(scores), torch.cat(maps))
 
 
@@ -149,16 +152,15 @@ class WinCLIPPlus(WinCLIP):
     name = "winclip+"
     uses_normal_images = True
 
-    def fit(self, images: ImageInput) -> Self:
+    def _fit(self, images: ImageInput) -> None:
         """Keep the reference images' patch tokens and window embeddings (K of each, flattened)."""
         device = resolve_device(self.device)
         encoded = [self.encode(batch.float().to(device)) for batch in as_batches(images, self.batch_size)]
         if not encoded:
-            raise ParameterError("winclip+ needs at least one reference image")
+            raise NoImagesError(f"{self.name}: fit needs at least one reference image")
         self.reference_patches_ = torch.cat([p.flatten(0, 1) for _, p, _ in encoded]).cpu()  # (K·N, C)
         self.reference_windows_ = {str(k): torch.cat([w[i].flatten(0, 1) for _, _, w in encoded]).cpu()
                                    for i, k in enumerate(self.window_scales)}  # scale -> (K·W, E)
-        return self
 
     def scores(self, image: Tensor, patches: Tensor, windows: list[Tensor]) -> tuple[Tensor, Tensor]:
         image_scores, zero_map = self.zero_shot(image, windows)

@@ -21,8 +21,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lineguard.errors import ParameterError
-
 from lineguard.backbones.registry import available_backbones, backbone_recipe
 from lineguard.backbones.vit import OpenClipVit, open_clip_model
 from lineguard.backbones.weights import (
@@ -32,6 +30,8 @@ from lineguard.backbones.weights import (
     load_weights_file,
     materialize,
 )
+from lineguard.errors import ParameterError
+from lineguard.extras import require
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the image statistics every CLIP here was trained with
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -79,7 +79,7 @@ def clip_backbones() -> list[str]:
 
 
 def _named_clip(backbone: str, weights: str | Path | None) -> tuple[nn.Module, Callable, Mapping[str, Any]]:
-    import open_clip
+    open_clip = require("open_clip", f"the CLIP backbone {backbone}")
     recipe = backbone_recipe(backbone)
     if not isinstance(recipe, OpenClipVit):
         raise NotAClipError(f"backbone {backbone!r} has no text tower; the zero-shot text methods take a CLIP "
@@ -89,7 +89,7 @@ def _named_clip(backbone: str, weights: str | Path | None) -> tuple[nn.Module, C
 
 
 def _configured_clip(config: Mapping[str, Any], weights: str | Path | None) -> tuple[nn.Module, Callable]:
-    import open_clip
+    open_clip = require("open_clip", "a CLIP built from clip_config")
     if weights is None:
         raise WeightsNotFoundError("a CLIP built from clip_config has no published weights: pass weights=FILE "
                                    "(a .safetensors or .pth state dict of that model) or weights='random'")
@@ -112,14 +112,34 @@ def load_clip(backbone: str, *, config: Mapping[str, Any] | None = None, weights
     return Clip(model, tokenizer, mean, std)
 
 
+CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # what every open_clip model config holds
+
+
 class ClipParameters:
     """Mixin for detectors with parameters ``backbone, clip_config, weights, device``: their CLIP model,
     loaded on first use so that constructing or reloading a detector stays cheap."""
 
+    name: str
     backbone: str
     clip_config: dict | None
     weights: str | None
     device: str
+    image_size: int
+
+    def validate_params(self) -> None:
+        """The detector's checks, and ``clip_config`` must be an open_clip model config."""
+        super().validate_params()
+        if self.clip_config is not None and not all(key in self.clip_config for key in CONFIG_KEYS):
+            raise ParameterError(f"{self.name} parameter clip_config must be an open_clip model config (with "
+                                 f"{', '.join(CONFIG_KEYS)}), got {self.clip_config!r}")
+
+    def patch_grid(self) -> int:
+        """Patches along a side at ``image_size``, which must be a multiple of the tower's patch size."""
+        patch = self.clip.patch_size
+        if self.image_size % patch:
+            raise ParameterError(f"{self.name} parameter image_size must be a multiple of the patch size {patch}, "
+                                 f"got {self.image_size}")
+        return self.image_size // patch
 
     @property
     def clip(self) -> Clip:

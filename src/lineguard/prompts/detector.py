@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lineguard.errors import LineguardError
 from lineguard.features.extractor import fit_size
-from lineguard.methods.base import Detector, ImageInput, NotFittedError, Prediction, as_batches
+from lineguard.methods.base import Detector, ImageInput, NoImagesError, NotFittedError, Prediction, as_batches
 from lineguard.progress import track
 from lineguard.prompts.glocal import class_logits, patch_probabilities, zero_shot_scores
 from lineguard.training import resolve_device
@@ -68,9 +68,8 @@ class PromptDetector(Detector):
         raise NotImplementedError
 
     # -- learned prompts ---------------------------------------------------------------------------------
-    def fit(self, images: ImageInput) -> Self:
+    def _fit(self, images: ImageInput) -> None:
         """Nothing to learn from normal images: the prompts come from other categories (``train_prompts``)."""
-        return self
 
     def learner(self) -> nn.Module:
         """The learned prompts, read from the ``prompts`` folder on first use (then kept as learned state)."""
@@ -116,7 +115,7 @@ class PromptDetector(Detector):
 
     # -- scoring -----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction:
+    def _predict(self, images: ImageInput) -> Prediction:
         texts = self.text_embeddings()
         device = resolve_device(self.device)
         size = (self.image_size, self.image_size)
@@ -128,6 +127,8 @@ class PromptDetector(Detector):
             s, m = zero_shot_scores(image_abnormal, patch_abnormal, size, self.sigma)
             scores.append(s.cpu())
             maps.append(m.cpu())
+        if not scores:
+            raise NoImagesError(f"{self.name}: predict needs at least one image")
         return Prediction(torch.cat(scores), torch.cat(maps))
 
     def save(self, folder: str | Path) -> Path:

@@ -50,7 +50,7 @@ class ObjectAgnosticPrompts(nn.Module):
         super().__init__()
         if not 1 <= length <= words:
             raise ParameterError(f"deep_length must be between 1 and n_ctx ({words}), got {length}: the deep tokens "
-                             "replace learned words, never the object's")
+                                 "replace learned words, never the object's")
         self.normal = nn.Parameter(torch.randn(words, width) * INIT_STD)
         self.abnormal = nn.Parameter(torch.randn(words, width) * INIT_STD)
         self.deep = nn.Parameter(torch.randn(max(depth - 1, 0), length, width) * INIT_STD)

@@ -94,6 +94,7 @@ def train_prompts(detector: PromptDetector, data: LabelledImages, *, epochs: int
     """Learn ``detector``'s prompts on ``data`` with the glocal loss; the detector keeps them (then
     :func:`~lineguard.prompts.detector.save_prompts`). ``local_weight`` scales the local terms against the
     global one (1: the paper's plain sum)."""
+    detector.validate_params()
     if len(data) < 1 or data.labels.unique().numel() < 2:
         raise DatasetError(f"learning prompts needs good and defective images, got labels "
                          f"{sorted(set(data.labels.tolist()))}")

@@ -28,6 +28,9 @@ good scores used in calibration (0 for thresholds set by hand). A typical good p
 **1.0** (:data:`NORMALIZED_THRESHOLD`) whatever the method, and 2.0 is twice as far from normal as the
 threshold. Maps are normalised the same way with the pixel threshold and centre.
 
+Scores and maps may be numpy arrays or torch tensors; nothing here imports torch, so decisions are made the same
+way where it is not installed (an exported model on a line PC).
+
 Letters: N images, H × W map size.
 """
 
@@ -36,13 +39,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
 from scipy import stats
-from torch import Tensor
 
 from lineguard.errors import LineguardError
-from lineguard.metrics import f1_max
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 NORMALIZED_THRESHOLD = 1.0
 RULES = ("t3sigma", "mu3sigma", "mad", "quantile", "f1")
@@ -55,8 +60,17 @@ class CalibrationError(LineguardError, ValueError):
     """Thresholds cannot be learned from these scores (too few, not finite, all equal, bad rule)."""
 
 
+class NotCalibratedError(LineguardError, RuntimeError):
+    """Decisions were asked of a model that has no thresholds yet."""
+
+
+def as_array(values: Any) -> np.ndarray:
+    """A tensor (on any device) or anything numpy reads -> numpy array."""
+    return np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
+
+
 def _values(scores: Tensor | np.ndarray, name: str, minimum: int) -> np.ndarray:
-    values = np.asarray(scores.detach().cpu().double() if isinstance(scores, Tensor) else scores, dtype=float)
+    values = as_array(scores).astype(float)
     if values.ndim != 1:
         raise CalibrationError(f"{name} must be one score per image (N,), got shape {values.shape}")
     if values.size < minimum:
@@ -103,12 +117,15 @@ def quantile_threshold(scores: Tensor | np.ndarray, false_alarm_rate: float) -> 
 
 def f1_threshold(labels: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> float:
     """labels (N,) 0/1 and scores (N,) -> the highest threshold of maximal F1."""
+    from lineguard.metrics import f1_max
+
     return f1_max(labels, scores)[1]
 
 
-def map_maxima(maps: Tensor) -> Tensor:
+def map_maxima(maps: Tensor | np.ndarray) -> np.ndarray:
     """(N, H, W) -> (N,): the statistic the pixel threshold is calibrated on."""
-    return maps.flatten(1).amax(dim=1)
+    maps = as_array(maps)
+    return maps.reshape(len(maps), -1).max(axis=1)
 
 
 @dataclass(frozen=True)
@@ -131,17 +148,18 @@ class Thresholds:
                     f"{kind} threshold {threshold:.6g} is not above the typical good score {center:.6g}: the "
                     "good scores do not spread (all equal?) or labelled defects score below the good parts")
 
-    def normalize_scores(self, scores: Tensor) -> Tensor:
+    def normalize_scores(self, scores: Any) -> Any:
         """(N,) raw -> (N,) normalised: 0 typical good, 1.0 the threshold."""
         return (scores - self.image_center) / (self.image_threshold - self.image_center)
 
-    def normalize_maps(self, maps: Tensor) -> Tensor:
+    def normalize_maps(self, maps: Any) -> Any:
         """(N, H, W) raw -> (N, H, W) normalised with the pixel threshold."""
         return (maps - self.pixel_center) / (self.pixel_threshold - self.pixel_center)
 
 
-def calibrate(scores: Tensor, maps: Tensor, *, rule: str = DEFAULT_RULE, false_alarm_rate: float = 0.01,
-              mad_factor: float = 3.0, labels: Tensor | None = None) -> Thresholds:
+def calibrate(scores: Tensor | np.ndarray, maps: Tensor | np.ndarray, *, rule: str = DEFAULT_RULE,
+              false_alarm_rate: float = 0.01, mad_factor: float = 3.0,
+              labels: Tensor | np.ndarray | None = None) -> Thresholds:
     """Learn thresholds from held-out images: scores (N,), maps (N, H, W), and for ``f1`` labels (N,) 0/1.
 
     ``t3sigma``, ``mu3sigma``, ``mad`` and ``quantile`` use the images labelled good (all of them when
@@ -152,8 +170,8 @@ def calibrate(scores: Tensor, maps: Tensor, *, rule: str = DEFAULT_RULE, false_a
         raise CalibrationError(f"unknown calibration rule {rule!r}; choose from {', '.join(RULES)}")
     if rule == "f1" and labels is None:
         raise CalibrationError("rule 'f1' needs labels (0 good, 1 defective) for the scores")
-    maxima = map_maxima(maps)
-    good = torch.ones(len(scores), dtype=torch.bool) if labels is None else torch.as_tensor(labels) == 0
+    scores, maxima = as_array(scores), map_maxima(maps)
+    good = np.ones(len(scores), dtype=bool) if labels is None else as_array(labels) == 0
     if labels is not None and len(good) != len(scores):
         raise CalibrationError(f"got {len(good)} labels for {len(scores)} scores")
     if rule == "t3sigma":

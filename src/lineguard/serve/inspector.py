@@ -1,4 +1,5 @@
-"""One loaded, calibrated detector serving inspections to many request threads.
+"""One loaded, calibrated detector serving inspections to many request threads, through the one inspection
+pipeline (``lineguard.inspect``): the same scores, decisions and regions as ``lineguard predict``'s rows.
 
 Uploads are decoded and results encoded in the request threads, in parallel; only ``predict`` runs under a
 lock, one call at a time, because a detector builds caches lazily (feature extractor, search index) and its
@@ -23,12 +24,12 @@ import torch
 from PIL import Image
 
 from lineguard.errors import LineguardError, ParameterError
+from lineguard.inspect import Scorer, decide
 from lineguard.io.guard import ImageTooLargeError, pillow_pixel_limit
 from lineguard.io.images import ImageError, read_image, resize
-from lineguard.methods.base import Detector, NotCalibratedError
-from lineguard.report.overlay import NORMALIZED_RANGE, mask_image, overlay
-from lineguard.report.runs import to_uint8
-from lineguard.scoring.regions import find
+from lineguard.io.store import mask_image
+from lineguard.report.overlay import NORMALIZED_RANGE, overlay, to_uint8
+from lineguard.scoring.threshold import NotCalibratedError
 
 #: ``map_png`` holds the normalised map as 8-bit grey: value = clip(map / MAP_PNG_SCALE, 0, 1) · 255.
 MAP_PNG_SCALE = 4.0
@@ -78,14 +79,13 @@ def png_base64(image: Image.Image) -> str:
 class Inspector:
     """Decode → predict (locked) → normalise → regions → PNGs, for one detector loaded once."""
 
-    def __init__(self, detector: Detector, *, limits: Limits, history: int = 50):
-        detector.check_fitted()
+    def __init__(self, detector: Scorer, *, limits: Limits, history: int = 50):
         if detector.thresholds is None:
             raise NotCalibratedError(f"the {detector.name} model has no thresholds: run `lineguard "
                                      "calibrate` on it before serving")
         self.detector = detector
         self.limits = limits
-        self.size = int(getattr(detector, "image_size", 256))
+        self.size = detector.image_size
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: deque[dict] = deque(maxlen=history)
@@ -93,8 +93,9 @@ class Inspector:
             self._predict(torch.zeros(1, 3, self.size, self.size))
 
     def decode(self, filename: str, file: BinaryIO) -> torch.Tensor:
-        """An uploaded file (spooled, never whole in memory) -> (3, H, W) in [0, 1]; its size, then the image's
-        size from its header (the pixel and side limits), then a full decode."""
+        """An uploaded file (spooled, never whole in memory, never written elsewhere to be read back) -> (3, H, W)
+        in [0, 1]; its size, then the image's size from its header (the pixel and side limits), then a full
+        decode straight from the spooled file."""
         size = file.seek(0, os.SEEK_END)
         if size > self.limits.max_upload_bytes:
             raise UploadError(413, f"{filename}: {size} bytes exceeds the limit of "
@@ -119,21 +120,18 @@ class Inspector:
             prediction = self._predict(batch)
         except ValueError as exc:  # e.g. a test-batch method given too few images
             raise UploadError(400, str(exc)) from None
-        normalized = self.detector.normalize(prediction)
-        normalized_maps = normalized.maps.numpy()  # (N, S, S)
         seconds = (time.perf_counter() - start) / len(uploads)
         results = []
-        found = find(prediction.scores.numpy(), normalized.scores.numpy(), normalized_maps)
-        for (name, _), image, finding, values, picture in zip(uploads, decoded, found, normalized_maps, batch,
-                                                              strict=True):
-            result = {"id": next(self._ids), "filename": name, "width": image.shape[2],
-                      "height": image.shape[1], **finding.to_dict(tuple(image.shape[1:])),
-                      "seconds": round(seconds, 4), "received": time.time()}
+        found = decide(prediction.scores, prediction.maps, self.detector.thresholds)
+        for (name, _), image, finding, picture in zip(uploads, decoded, found, batch, strict=True):
+            size = tuple(image.shape[1:])
+            result = {"id": next(self._ids), "filename": name, "width": size[1], "height": size[0],
+                      **finding.summary(size), "seconds": round(seconds, 4), "received": time.time()}
             if images:
-                grey = (np.clip(values / MAP_PNG_SCALE, 0, 1) * 255).round().astype(np.uint8)  # (S, S)
-                result["overlay_png"] = png_base64(Image.fromarray(overlay(to_uint8(picture), values,
+                grey = (np.clip(finding.normalized_map / MAP_PNG_SCALE, 0, 1) * 255).round().astype(np.uint8)
+                result["overlay_png"] = png_base64(Image.fromarray(overlay(to_uint8(picture), finding.normalized_map,
                                                                            *NORMALIZED_RANGE)))
-                result["map_png"] = png_base64(Image.fromarray(grey))
+                result["map_png"] = png_base64(Image.fromarray(grey))  # (S, S)
                 result["mask_png"] = png_base64(mask_image(finding.mask, finding.mask.shape))
             self._recent.append(result)
             results.append(result)
