@@ -33,3 +33,13 @@ def test_table_averages_the_seeds_and_gives_the_spread_of_accuracies(tmp_path):
     assert line[7] == "–"  # a metric no row has
     assert (tmp_path / "t.md").read_text() == table
     assert json.loads(rows[0]["run"])["seed"] == 0
+
+
+def test_plan_without_backbones_keeps_each_methods_own_default():
+    runs = benchmarking.plan(data=[Path("/d")], methods=["knn", "winclip", "mutual"], backbones=[None], shots=[None],
+                             seeds=[0], params=[], image_size=None)
+    assert {r.method: r.backbone for r in runs} == {"knn": "effnet-lite0", "winclip": "clip-vit-b16-plus-240",
+                                                   "mutual": "effnet-lite0"}
+    given = benchmarking.plan(data=[Path("/d")], methods=["knn", "winclip"], backbones=["clip-vit-b16"],
+                              shots=[None], seeds=[0], params=[], image_size=None)
+    assert {r.backbone for r in given} == {"clip-vit-b16"}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lineguard.methods import method_class
+from lineguard.params import defaults
 from lineguard.progress import track
 
 COLUMNS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO",
@@ -54,14 +55,15 @@ class Run:
         return args
 
 
-def plan(*, data: list[Path], methods: list[str], backbones: list[str], shots: list[int | None],
+def plan(*, data: list[Path], methods: list[str], backbones: list[str | None], shots: list[int | None],
          seeds: list[int], params: list[str], image_size: int | None) -> list[Run]:
-    """The grid; methods without a backbone get one run per dataset/shots/seed, test-batch methods no shots."""
+    """The grid; methods without a backbone get one run per dataset/shots/seed, test-batch methods no shots.
+    A backbone None is each method's own default (a CLIP method's is a CLIP model, a CNN method's is not)."""
     runs: dict[str, Run] = {}
     for d, m, b, k, s in product(data, methods, backbones, shots, seeds):
         cls = method_class(m)
         k = k if cls.uses_normal_images else None
-        b = b if "backbone" in cls.param_names() else None
+        b = (b or defaults(cls)["backbone"]) if "backbone" in cls.param_names() else None
         run = Run(str(d), m, b, k, s, tuple(p for p in params if p.split("=")[0] in cls.param_names()), image_size)
         runs.setdefault(run.key, run)
     return list(runs.values())

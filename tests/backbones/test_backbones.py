@@ -39,10 +39,13 @@ EXPECTED = {
     "clip-vit-b16": ([(f"transformer.resblocks.{i}", 768, 16) for i in range(12)], CLIP, (2, 5, 8, 11)),
     "clip-vit-l14-336": ([(f"transformer.resblocks.{i}", 1024, 14) for i in range(24)], CLIP,
                          (5, 11, 17, 23)),
+    "clip-vit-b16-plus-240": ([(f"transformer.resblocks.{i}", 896, 16) for i in range(12)], CLIP,
+                              (2, 5, 8, 11)),
     "dinov2-vits14": ([(f"blocks.{i}", 384, 14) for i in range(12)], IMAGENET, (2, 5, 8, 11)),
     "dinov2-vitb14": ([(f"blocks.{i}", 768, 14) for i in range(12)], IMAGENET, (2, 5, 8, 11)),
 }
-SLOW = {"wide_resnet50_2", "convnext_tiny", "clip-vit-l14-336", "dinov2-vitb14"}  # > 5 s to build on 2 cores
+# > 5 s to build on 2 cores
+SLOW = {"wide_resnet50_2", "convnext_tiny", "clip-vit-l14-336", "clip-vit-b16-plus-240", "dinov2-vitb14"}
 
 
 def test_registry_holds_exactly_the_documented_names():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ def fingerprint(scores: torch.Tensor, maps: torch.Tensor) -> dict:
 def main() -> None:
     from lineguard.methods import available_methods
     from tests.conftest import make_parts
-    from tests.methods.test_contract import build
+    from tests.methods.test_contract import build, learned_prompts
 
     torch.set_num_threads(2)  # the test suite's thread count: blocked matrix products may round differently
     support, test, _, _ = make_parts()
@@ -38,9 +39,10 @@ def main() -> None:
     for name in available_methods():
         if name in UNSAVED:
             continue
-        detector = build(name)
-        detector.fit(support)
-        saved[name] = fingerprint(*vars(detector.predict(test)).values())
+        with tempfile.TemporaryDirectory() as folder:
+            detector = build(name, learned_prompts(name, folder))
+            detector.fit(support)
+            saved[name] = fingerprint(*vars(detector.predict(test)).values())
         print(name, saved[name]["scores"][:3])
     PATH.write_text(json.dumps(saved, indent=1) + "\n")
 

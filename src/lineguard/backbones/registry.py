@@ -106,7 +106,8 @@ def available_backbones() -> list[str]:
     return sorted(_BACKBONES)
 
 
-def _recipe(name: str) -> BackboneRecipe:
+def backbone_recipe(name: str) -> BackboneRecipe:
+    """The preset registered as `name`: its declared levels, and how to build it."""
     if name not in _BACKBONES:
         known = ", ".join(available_backbones())
         raise UnknownBackboneError(f"unknown backbone {name!r}; available: {known}")
@@ -115,7 +116,7 @@ def _recipe(name: str) -> BackboneRecipe:
 
 def backbone_levels(name: str) -> tuple[Level, ...]:
     """Every selectable level of `name`, in order (declared by the library; no weights, no forward pass)."""
-    return _recipe(name).all_levels()
+    return backbone_recipe(name).all_levels()
 
 
 def _check_levels(name: str, all_levels: tuple[Level, ...], levels: Sequence[int]) -> tuple[int, ...]:
@@ -138,7 +139,7 @@ def create_backbone(name: str, *, levels: Sequence[int] | None = None, weights: 
     resolve pretrained weights (cache, bundled package, hub; see `weights.py`), or `RANDOM_WEIGHTS`.
     The result is in eval mode with gradients off, on `device`.
     """
-    recipe = _recipe(name)
+    recipe = backbone_recipe(name)
     chosen = _check_levels(name, recipe.all_levels(), recipe.default_levels() if levels is None else levels)
     backbone = recipe.build(name=name, levels=chosen, weights=weights)
     return backbone.eval().requires_grad_(False).to(device)

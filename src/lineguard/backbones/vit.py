@@ -22,6 +22,7 @@ from lineguard.backbones.registry import Backbone, Level, register_backbone
 from lineguard.backbones.weights import (
     StateDict,
     WeightSources,
+    as_is,
     materialize,
     resolve_weights,
     timm_weight_sources,
@@ -105,20 +106,30 @@ def dinov2_vitb14() -> TimmVit:
 # --- CLIP (open_clip) ---------------------------------------------------------------------------------------
 
 
+def clip_embed(visual: nn.Module, images: Tensor) -> tuple[Tensor, list[int]]:
+    """open_clip's image tower up to its first block, positional embedding resampled to the input's grid.
+
+    Normalised (B, 3, H, W) -> the tokens (B, 1 + N, C) that enter block 0 (class token first, after
+    `ln_pre`) and the grid [H / p, W / p].
+    """
+    from timm.layers import resample_abs_pos_embed
+    batch, _, height, width = images.shape
+    patch = visual.patch_size[0]
+    grid = [height // patch, width // patch]
+    x = visual.conv1(images).flatten(2).transpose(1, 2)  # -> (B, N, C)
+    cls = visual.class_embedding.to(x.dtype).expand(batch, 1, -1)  # -> (B, 1, C)
+    pos = resample_abs_pos_embed(visual.positional_embedding.unsqueeze(0), new_size=grid,
+                                 old_size=list(visual.grid_size), num_prefix_tokens=1)  # -> (1, 1 + N, C)
+    return visual.ln_pre(torch.cat([cls, x], dim=1) + pos), grid
+
+
 class ClipTokens(TokenGrids):
     """open_clip's image tower run block by block, with the positional embedding resampled to the grid."""
 
     def extract(self, images: Tensor) -> list[Tensor]:
-        from timm.layers import resample_abs_pos_embed
         visual = self.model
-        batch, _, height, width = images.shape
-        patch = visual.patch_size[0]
-        grid = [height // patch, width // patch]
-        x = visual.conv1(images).flatten(2).transpose(1, 2)  # -> (B, N, C)
-        cls = visual.class_embedding.to(x.dtype).expand(batch, 1, -1)  # -> (B, 1, C)
-        pos = resample_abs_pos_embed(visual.positional_embedding.unsqueeze(0), new_size=grid,
-                                     old_size=list(visual.grid_size), num_prefix_tokens=1)  # -> (1, 1 + N, C)
-        x = visual.ln_pre(torch.cat([cls, x], dim=1) + pos)  # -> (B, 1 + N, C)
+        batch = images.shape[0]
+        x, grid = clip_embed(visual, images)  # -> (B, 1 + N, C)
         _, tokens = visual.transformer.forward_intermediates(x, indices=list(self.blocks), stop_early=True)
         # [(B, 1 + N, C)] -> drop the class token -> [(B, C, H / p, W / p)]
         return [visual.ln_post(t[:, 1:]).transpose(1, 2).reshape(batch, -1, *grid) for t in tokens]
@@ -131,9 +142,21 @@ def image_tower_only(state_dict: StateDict, origin: str) -> StateDict:
     return {key.removeprefix("visual."): v for key, v in state_dict.items() if key.startswith("visual.")}
 
 
+def open_clip_model(config: Mapping, *, quick_gelu: bool = False) -> nn.Module:
+    """``open_clip.CLIP(**config)``, with its causal text mask (a buffer no state dict holds) made on the CPU
+    even while the model is built on the meta device to receive weights."""
+    open_clip = require("open_clip", "a CLIP model")
+    model = open_clip.CLIP(**config, quick_gelu=quick_gelu)
+    context = model.context_length
+    mask = torch.full((context, context), float("-inf"), device="cpu").triu_(1)  # as open_clip builds it
+    model.register_buffer("attn_mask", mask, persistent=False)
+    return model
+
+
 @dataclass(frozen=True)
 class OpenClipVit:
-    """Recipe for an open_clip ViT image tower (the text tower is never built)."""
+    """Recipe for an open_clip ViT: its image tower as a backbone, or the whole CLIP model (image and text
+    towers) for the zero-shot methods that compare images with text."""
 
     arch: str
     pretrained: str  # open_clip's pretrained tag
@@ -142,13 +165,17 @@ class OpenClipVit:
         open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         return open_clip.get_pretrained_cfg(self.arch, self.pretrained)
 
+    @property
+    def quick_gelu(self) -> bool:
+        """The activation the weights were trained with (OpenAI's models use QuickGELU)."""
+        return bool(self._pretrained_config().get("quick_gelu", False))
+
     def _make(self) -> nn.Module:
         open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         config = open_clip.get_model_config(self.arch)
-        quick_gelu = self._pretrained_config().get("quick_gelu", False)  # the activation it was trained with
         # what open_clip.create_model builds for `.visual`, without the text tower
         return open_clip.model._build_vision_tower(config["embed_dim"], config["vision_cfg"],
-                                                   quick_gelu=quick_gelu)
+                                                   quick_gelu=self.quick_gelu)
 
     def all_levels(self) -> tuple[Level, ...]:
         open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
@@ -159,17 +186,21 @@ class OpenClipVit:
     def default_levels(self) -> tuple[int, ...]:
         return evenly_spaced(len(self.all_levels()))
 
-    def _sources(self) -> WeightSources:
+    def _sources(self, *, whole: bool = False) -> WeightSources:
         def download() -> StateDict:
             open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
-            return open_clip.create_model(self.arch, pretrained=self.pretrained).visual.state_dict()
+            model = open_clip.create_model(self.arch, pretrained=self.pretrained)
+            return (model if whole else model.visual).state_dict()
 
-        return WeightSources(
-            layout=f"the open_clip `{self.arch}` image tower (`model.visual.state_dict()` keys; a full "
-                   f"CLIP state dict with `visual.` keys works too)",
-            hub_repo=self._pretrained_config()["hf_hub"].strip("/"),
-            hub_files=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
-            download=download, adapt=image_tower_only)
+        if whole:
+            layout, adapt = f"the whole open_clip `{self.arch}` CLIP model (`model.state_dict()` keys)", as_is
+        else:
+            layout = (f"the open_clip `{self.arch}` image tower (`model.visual.state_dict()` keys; a full "
+                      f"CLIP state dict with `visual.` keys works too)")
+            adapt = image_tower_only
+        return WeightSources(layout=layout, hub_repo=self._pretrained_config()["hf_hub"].strip("/"),
+                             hub_files=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+                             download=download, adapt=adapt)
 
     def build(self, *, name: str, levels: tuple[int, ...], weights: str | Path | None) -> ClipTokens:
         visual = materialize(self._make, resolve_weights(name, weights, self._sources()))
@@ -178,6 +209,15 @@ class OpenClipVit:
         chosen = tuple(self.all_levels()[i] for i in levels)
         return ClipTokens(visual, blocks=levels, name=name, levels=chosen, mean=config["mean"],
                           std=config["std"])
+
+    def build_clip(self, *, name: str, weights: str | Path | None) -> tuple[nn.Module, Mapping]:
+        """The whole open_clip CLIP model (untouched, in train mode) and its pretrained config (mean, std).
+
+        Weights resolve like the tower's, cached under ``<name>.full``: a tower-only file cannot serve."""
+        open_clip = require("open_clip", f"the CLIP model {self.arch}")
+        build = partial(open_clip_model, open_clip.get_model_config(self.arch), quick_gelu=self.quick_gelu)
+        model = materialize(build, resolve_weights(f"{name}.full", weights, self._sources(whole=True)))
+        return model, self._pretrained_config()
 
 
 @register_backbone("clip-vit-b16")
@@ -196,3 +236,13 @@ def clip_vit_l14_336() -> OpenClipVit:
     Levels: 24 blocks "transformer.resblocks.0" … ".23", 1024 ch, stride 14. Default (5, 11, 17, 23).
     """
     return OpenClipVit("ViT-L-14-336", pretrained="openai")
+
+
+@register_backbone("clip-vit-b16-plus-240")
+def clip_vit_b16_plus_240() -> OpenClipVit:
+    """LAION-400M CLIP ViT-B/16+ at 240 px (open_clip `ViT-B-16-plus-240`, tag `laion400m_e31`): WinCLIP's
+    backbone, CLIP mean/std.
+
+    Levels: 12 blocks "transformer.resblocks.0" … ".11", 896 ch, stride 16. Default (2, 5, 8, 11).
+    """
+    return OpenClipVit("ViT-B-16-plus-240", pretrained="laion400m_e31")

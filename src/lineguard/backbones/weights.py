@@ -169,7 +169,7 @@ def resolve_weights(name: str, weights: str | Path | None, sources: WeightSource
 
     raise WeightsNotFoundError(
         f"no pretrained weights for backbone {name!r}. Tried:\n  - " + "\n  - ".join(tried) + "\n"
-        f"Provide them with `--weights PATH` (CLI) or `create_backbone({name!r}, weights=PATH)`, or put "
+        f"Provide them with `--weights PATH` (CLI) or `weights=PATH` (API), or put "
         f"the file at {cached}. Expected: a .safetensors (or .pth/.pt/.bin) state dict of {sources.layout}, "
         f"e.g. the weight file of https://huggingface.co/{sources.hub_repo}.")
 

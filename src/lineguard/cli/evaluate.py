@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from lineguard.cli.app import app, console, out, report_failures, warn
-from lineguard.cli.options import (DEFAULT_BACKBONE, BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, ImageSizeOpt,
+from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, ImageSizeOpt,
                                    MethodOpt, ParamOpt, SeedOpt, ShotsOpt, WeightsOpt, build_detector)
 from lineguard.methods import DEFAULT_METHOD
 
@@ -81,7 +81,8 @@ def write_evaluation_report(folder: Path, result, title: str) -> Path:
 def benchmark(data: Annotated[list[Path], typer.Option(help="Dataset folders (repeatable).")],
               method: Annotated[list[str], typer.Option("--method", "-m", help="Methods (repeatable).")],
               out_dir: Annotated[Path, typer.Option("--out", help="Folder for results.jsonl and results.md.")],
-              backbone: Annotated[list[str] | None, typer.Option(help="Backbones (repeatable).")] = None,
+              backbone: Annotated[list[str] | None, typer.Option(help="Backbones (repeatable; default: each "
+                                                                             "method's own).")] = None,
               shots: Annotated[list[int] | None, typer.Option(help="Shot counts; none = all good images.")] = None,
               seeds: Annotated[list[int] | None, typer.Option(help="Support draws per shot count.")] = None,
               param: ParamOpt = None, image_size: ImageSizeOpt = None) -> None:
@@ -89,7 +90,7 @@ def benchmark(data: Annotated[list[Path], typer.Option(help="Dataset folders (re
     finished runs are kept, so an interrupted benchmark resumes."""
     from lineguard import benchmarking
 
-    runs = benchmarking.plan(data=data, methods=method, backbones=backbone or [DEFAULT_BACKBONE],
+    runs = benchmarking.plan(data=data, methods=method, backbones=backbone or [None],
                              shots=shots or [None], seeds=seeds or [0], params=param or [],
                              image_size=image_size)
     results = benchmarking.run_all(runs, out_dir, runner=run_subprocess)

@@ -41,11 +41,12 @@ def _positive_mad_factor(value: float) -> float:
 
 
 MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method name (see `lineguard methods`).")]
-BackboneOpt = Annotated[str | None, typer.Option(help=f"Backbone name (default {DEFAULT_BACKBONE}).")]
+BackboneOpt = Annotated[str | None, typer.Option(help=f"Backbone (default: the method's, mostly {DEFAULT_BACKBONE}).")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter KEY=VALUE (repeatable).")]
 ImageSizeOpt = Annotated[int | None, typer.Option(help="Working resolution in pixels (default 256).")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Backbone weight file (skips cache and hub).")]
 DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu or cuda.")]
+TrainingDeviceOpt = Annotated[str, typer.Option(callback=_device, help="cpu, cuda, or auto (CUDA when present).")]
 BatchSizeOpt = Annotated[int, typer.Option(callback=_at_least_one, help="Images per batch.")]
 DataOpt = Annotated[Path, typer.Option(help="Dataset folder (MVTec AD, MPDD, VisA, BTAD layout).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write.")]
@@ -80,13 +81,14 @@ def parameters(accepted: list[str], owner: str, *, backbone: str | None, image_s
                weights: Path | None, device: str | None, seed: int | None, params: list[str] | None,
                **others: Any) -> dict[str, Any]:
     """The keyword arguments of a constructor taking ``accepted``: ``--param`` values, then the common options
-    it takes (a common option it does not take, but seed, is a mistake)."""
+    it takes (a common option it does not take, but seed, is a mistake). An option not given leaves the
+    constructor's own default (CLIP methods default to a CLIP backbone)."""
     values: dict[str, Any] = dict(parse_param(p) for p in params or [])
     common = {"backbone": backbone, "image_size": image_size, "weights": str(weights) if weights else None,
               "device": device, "seed": seed, **others}
     for key, value in common.items():
-        if key in accepted and key not in values and (value is not None or key == "backbone"):
-            values[key] = DEFAULT_BACKBONE if key == "backbone" and value is None else value
+        if key in accepted and key not in values and value is not None:
+            values[key] = value
         elif value is not None and key not in accepted and key != "seed":
             raise ParameterError(f"{owner} takes no {key}")
     return values

@@ -11,6 +11,9 @@ from lineguard.methods import cse  # noqa: F401  (registers "cse")
 from lineguard.methods import patchcore  # noqa: F401  (registers "patchcore")
 from lineguard.methods import padim  # noqa: F401  (registers "padim")
 from lineguard.methods import spade  # noqa: F401  (registers "spade")
+from lineguard.methods import prompt_learning  # noqa: F401  (registers "prompts")
+from lineguard.methods import anomalyclip  # noqa: F401  (registers "anomalyclip")
+from lineguard.methods import winclip  # noqa: F401  (registers "winclip", "winclip+")
 from lineguard.methods.base import (Detector, NotFittedError, Prediction, available_methods, create, load,
                                     method_class, register)
 
