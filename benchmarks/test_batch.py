@@ -156,9 +156,9 @@ def stream(data: dict[str, Path], threads: int) -> None:
         for window, ms in r["ms_per_image_scoring"].items():
             rss = r["rss_mb"].get(window.split("-")[1], float("nan"))
             lines.append(f"| {name} | {window} | {ms:.1f} | {r['backbone_ms']:.1f} | {rss:.0f} |")
-        notes.append(f"{name}: bank rows {r['bank_rows']}, peak RSS {r['peak_rss_mb']:.0f} MB; image AUROC of the "
-                     f"scores {r['image_auroc']:.3f}; {r['flagged']} flagged, precision {r['flag_precision']:.2f}, "
-                     f"recall {r['flag_recall']:.2f}")
+        notes.append(f"{name}: {r['reference_images']} images in the reference, peak RSS {r['peak_rss_mb']:.0f} MB; "
+                     f"image AUROC of the scores {r['image_auroc']:.3f}; {r['flagged']} flagged, precision "
+                     f"{r['flag_precision']:.2f}, recall {r['flag_recall']:.2f}")
     write_table("stream", lines + [""] + notes, "line monitor: good images with 10 % test defects mixed in")
 
 

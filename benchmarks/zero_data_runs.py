@@ -178,7 +178,7 @@ def run_stream(spec: dict, data: dict[str, Path]) -> dict:
                for a in (100, len(seconds) // 2, len(seconds) - 100)}
     auroc = evaluate(torch.tensor([y for *_, y in decided]), torch.tensor([s for s, *_ in decided]))["image_auroc"]
     return {"ms_per_image_scoring": windows, "backbone_ms": 1000 * forward, "rss_mb": rss,
-            "bank_rows": sum(b.filled for b in monitor.banks), "peak_rss_mb": peak_rss_mb(),
+            "reference_images": monitor.ring.filled, "peak_rss_mb": peak_rss_mb(),
             "image_auroc": float(auroc), "flagged": len(flagged), "flag_precision": sum(flagged) / max(1, len(flagged)),
             "flag_recall": sum(flagged) / max(1, sum(y for *_, y in decided))}
 

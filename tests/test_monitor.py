@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lineguard.cli import app
-from lineguard.monitor import LineMonitor, RingBank
+from lineguard.monitor import ImageRing, LineMonitor
 from lineguard.synthetic import make_image
 from tests.conftest import SIZE, to_tensor
 
@@ -38,12 +38,14 @@ def test_threshold_is_median_plus_mad_of_recent_scores():
     assert list(monitor.scores) == [2.0, 3.0, 4.0, 100.0, 3.0]
 
 
-def test_ring_bank_overwrites_the_oldest_rows():
-    bank = RingBank(4, [1])
-    bank.add([torch.tensor([[1.0], [2.0], [3.0]])])
-    bank.add([torch.tensor([[4.0], [5.0]])])
-    assert bank.filled == 4 and bank.rows[0].flatten().tolist() == [5.0, 2.0, 3.0, 4.0]
-    assert bank.nearest([torch.tensor([[2.2]])])[0].item() == pytest.approx(0.2)
+def test_image_ring_overwrites_the_oldest_image_and_searches_the_chosen_ones():
+    ring = ImageRing(3, [(2, 1)], (1, 2))
+    for value in (1.0, 2.0, 3.0, 4.0):
+        ring.add([torch.full((2, 1), value)], torch.tensor([[value, 1.0]]) / (value**2 + 1) ** 0.5)
+    assert ring.filled == 3 and ring.rows[0][:, 0, 0].tolist() == [4.0, 2.0, 3.0]
+    assert ring.look_alikes(torch.tensor([[4.0, 1.0]]) / 17**0.5, 2).tolist() == [0, 2]  # looks of 4 and 3
+    distances = ring.nearest([torch.tensor([[2.2]])], torch.tensor([1, 0]))[0]
+    assert distances[0].tolist() == pytest.approx([0.2, 1.8])
 
 
 def test_a_non_positive_mad_factor_is_refused():
@@ -51,13 +53,10 @@ def test_a_non_positive_mad_factor_is_refused():
         LineMonitor(mad_factor=0)
 
 
-def test_ring_bank_nearest_matches_brute_force_over_the_filled_rows_only():
-    g = torch.Generator().manual_seed(0)
-    bank = RingBank(50, [3, 5])
-    bank.add([torch.randn(30, 3, generator=g), torch.randn(30, 5, generator=g)])  # rows 30-49 are still zeros
-    queries = [0.1 * torch.randn(7, 3, generator=g), 0.1 * torch.randn(7, 5, generator=g)]  # nearer 0 than any row
-    for q, rows, got in zip(queries, bank.rows, bank.nearest(queries), strict=True):
-        assert torch.allclose(got, torch.cdist(q.double(), rows[:30].double()).amin(1).float(), atol=1e-5)
+def test_bad_counts_are_refused_by_name():
+    for name in ("look_alikes", "match_images", "cells", "bank_images"):
+        with pytest.raises(ValueError, match=name):
+            LineMonitor(**{name: 0})
 
 
 def test_first_image_is_not_compared_with_itself_and_a_twin_scores_near_zero():
@@ -73,10 +72,10 @@ def test_defects_in_a_stream_are_flagged_and_kept_out_of_the_reference():
     monitor = LineMonitor(image_size=SIZE, warmup=8)
     decisions = []
     for image in stream(45, size=SIZE, seed=3, defects=defects):
-        before = [r.clone() for r in monitor.banks[0].rows] if monitor.banks else None
+        before = [r.clone() for r in monitor.ring.rows] if monitor.ring else None
         decisions.append(monitor.score(image))
         if decisions[-1].anomalous:
-            assert all(torch.equal(a, b) for a, b in zip(before, monitor.banks[0].rows, strict=True))
+            assert all(torch.equal(a, b) for a, b in zip(before, monitor.ring.rows, strict=True))
     assert all(d.anomalous is None for d in decisions[:16])  # 8 build the bank, 8 more fill the window
     flagged = {d.index for d in decisions if d.anomalous}
     assert set(defects) <= flagged and len(flagged) <= len(defects) + 2
@@ -87,17 +86,16 @@ def test_memory_and_bank_stay_flat_over_a_long_stream():
     monitor = LineMonitor(image_size=64, bank_images=8, warmup=8, window=50)
     tracemalloc.start()
     try:
-        sizes, banks, pointers = {}, [], []
+        sizes, kept, pointers = {}, [], []
         for decision in monitor.run(stream(400, size=64, seed=5)):
-            banks.append(sum(b.filled for b in monitor.banks))
-            pointers = pointers or [r.data_ptr() for b in monitor.banks for r in b.rows]
+            kept.append(monitor.ring.filled)
+            pointers = pointers or [r.data_ptr() for r in [*monitor.ring.rows, monitor.ring.looks]]
             if decision.index in (100, 399):
                 sizes[decision.index] = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    capacity = sum(b.capacity for b in monitor.banks)
-    assert banks[-1] == capacity and max(banks) == capacity  # full, and never more
-    assert [r.data_ptr() for b in monitor.banks for r in b.rows] == pointers  # allocated once, reused
+    assert kept[-1] == 8 and max(kept) == 8  # full, and never more
+    assert [r.data_ptr() for r in [*monitor.ring.rows, monitor.ring.looks]] == pointers  # allocated once, reused
     assert len(monitor.scores) == 50
     assert sizes[399] - sizes[100] < 64 * 1024  # Python-side memory does not grow with the stream
 

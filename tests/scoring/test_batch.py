@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lineguard.scoring import batch
-from lineguard.scoring.batch import (interval_mean, look_alikes, match_bank, mutual_patch_scores,
+from lineguard.scoring.batch import (interval_mean, look_alikes, mutual_patch_scores,
                                      nearest_in_each_image, nearest_in_look_alikes, rescore_by_similarity)
 
 
@@ -61,24 +61,6 @@ def test_mutual_scores_ignore_the_image_itself():
         mutual_patch_scores(z[:1])
 
 
-@pytest.mark.parametrize("block", [1, 1 << 20])
-def test_match_bank_excludes_each_image_from_its_own_reference(monkeypatch, block):
-    monkeypatch.setattr(batch, "_BLOCK_ENTRIES", block)
-    g = torch.Generator().manual_seed(3)
-    queries = torch.randn(5, 4, 3, generator=g)
-    bank_images = torch.tensor([3, 0, -1, 3, 1, 4, 0, 7])  # -1 and 7: rows of no query image
-    bank = torch.randn(len(bank_images), 3, generator=g)
-    bank[1] = queries[0, 2]  # image 0's own patch is in the bank: it must not match it
-    patch_dist, bank_dist = match_bank(queries, bank, bank_images)
-    d = torch.cdist(queries.double(), bank.double()[None]).float()  # (N, L, M)
-    for i in range(5):
-        own = bank_images == i
-        assert torch.allclose(patch_dist[i], d[i][:, ~own].amin(1), atol=1e-5)
-        assert torch.allclose(bank_dist[~own, i], d[i][:, ~own].amin(0), atol=1e-5)
-        assert torch.all(torch.isinf(bank_dist[own, i]))
-    assert patch_dist[0, 2] > 0.01
-
-
 def test_look_alikes_are_the_images_of_the_same_kind_wherever_the_pattern_lies():
     # three kinds of image in shuffled order: a common background with the kind's pattern in 3 of 16 cells, at
     # random places; an image's look-alikes are the others of its kind, never itself
@@ -113,11 +95,21 @@ def test_nearest_in_look_alikes_matches_brute_force():
     assert torch.allclose(nearest_in_look_alikes(queries, neighbours)[0, :, 0], every_row, atol=1e-5)
 
 
-def test_match_bank_with_only_own_rows_gives_inf():
-    patch_dist, _ = match_bank(torch.zeros(2, 3, 2), torch.ones(2, 2), torch.tensor([0, 0]))
-    assert torch.all(torch.isinf(patch_dist[0])) and torch.allclose(patch_dist[1], torch.full((3,), 2**0.5))
-    with pytest.raises(ValueError, match="one image id per row"):
-        match_bank(torch.zeros(2, 3, 2), torch.ones(2, 2), torch.tensor([0]))
+def test_look_distances_equal_the_look_alikes_chamfer_distance():
+    g = torch.Generator().manual_seed(2)
+    level = torch.randn(5, 6, 4, 4, generator=g)
+    rows = batch.looks(level, cells=2)  # (5, 4, 6)
+    apart = batch.nearest_in_each_image(rows).mean(1)
+    expected = (apart[0] + apart[:, 0]) / 2  # image 0 against each image, averaged both ways
+    assert torch.allclose(batch.look_distances(rows[0], rows[1:]), expected[1:], atol=1e-5)
+    assert batch.look_distances(rows[0], rows[:1]).item() == pytest.approx(0, abs=1e-3)
+
+
+def test_nearest_in_images_matches_brute_force():
+    g = torch.Generator().manual_seed(4)
+    queries, images = torch.randn(7, 3, generator=g), torch.randn(4, 5, 3, generator=g)
+    expected = torch.stack([torch.cdist(queries.double(), im.double()).amin(1) for im in images], 1).float()
+    assert torch.allclose(batch.nearest_in_images(queries, images), expected, atol=1e-5)
 
 
 def test_rescore_by_similarity_by_hand():

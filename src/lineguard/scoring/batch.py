@@ -1,14 +1,14 @@
 """Scoring a batch against itself: nearest patches in *other* images, and image-score re-scoring.
 
-Letters: N images, L patches per image, D feature dimension, M bank size, E embedding dimension, K look-alike
-images, m rows an image offers as a reference, c × c coarse cells.
+Letters: N images, L patches per image, D feature dimension, E embedding dimension, K look-alike images,
+m rows an image offers as a reference, c × c coarse cells.
 
 With no normal set, the batch is its own reference. Two rules keep that honest:
 
 * an image is never its own reference — a patch would otherwise always find itself at distance 0;
 * a defect is rare across images while normal patterns recur, so a patch is judged by how close it gets to
-  patches of *other* images, pooled over many of them (mutual scoring) or through a bank learned from the
-  batch (coreset learning).
+  patches of *other* images, pooled over many of them (mutual scoring) or over the images that look like its
+  own (look-alikes: a part at any rotation shows a given patch only in the images that share its pose).
 
 Distances are Euclidean (not squared). Work is done in blocks of images so memory stays bounded by the block.
 """
@@ -16,7 +16,6 @@ Distances are Euclidean (not squared). Work is done in blocks of images so memor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -115,45 +114,6 @@ def mutual_patch_scores(features: Tensor, *, fraction: float = 0.3) -> Tensor:
     return interval_mean(per_image.transpose(1, 2), fraction)
 
 
-def match_bank(queries: Tensor, bank: Tensor, bank_images: Tensor,
-               directions: Literal["both", "patches", "bank"] = "both") -> tuple[Tensor | None, Tensor | None]:
-    """Compare the patches of N query images with a bank, never within one image.
-
-    queries (N, L, D) of images 0..N−1; bank (M, D) whose row m comes from image ``bank_images[m]`` (any id
-    outside 0..N−1 for rows of no query image) -> ``patch_dist`` (N, L), each query patch's distance to its
-    nearest bank row of *another* image, and ``bank_dist`` (M, N), each bank row's distance to the nearest
-    patch of each query image (+inf for its own image). Both come from the same distance blocks;
-    ``directions`` skips the one not needed (returned as None).
-
-    Exact: the bank is sorted by image once, so each query image masks one contiguous slice of its block.
-    """
-    n, patches, dim = queries.shape
-    _check_bank(bank, bank_images, dim)
-    order = torch.argsort(bank_images, stable=True)
-    sorted_bank, sorted_images = bank[order], bank_images[order]
-    bounds = torch.searchsorted(sorted_images, torch.stack([torch.arange(n), torch.arange(n) + 1]))  # (2, N)
-    # ‖b‖² − 2 q·b ranks the bank for each query: ‖q‖² is added after the minimum when only that direction
-    # is needed
-    query_norms = directions != "patches"
-    right, distances = _bank_factor(sorted_bank), _DistanceBlocks()
-    patch_dist = torch.empty(n, patches) if directions != "bank" else None
-    bank_dist = torch.empty(len(bank), n) if directions != "patches" else None
-    step = _images_per_block(patches, len(bank))
-    for a in range(0, n, step):
-        rows = queries[a:a + step].reshape(-1, dim)
-        d2 = distances(_query_factor(rows, query_norms), right).view(-1, patches, len(bank))  # (nb, L, M)
-        for i in range(d2.shape[0]):
-            d2[i, :, bounds[0, a + i]:bounds[1, a + i]] = float("inf")
-        if bank_dist is not None:
-            bank_dist[order, a:a + step] = d2.amin(1).T
-        if patch_dist is not None:
-            nearest = d2.amin(2)
-            if not query_norms:
-                nearest += rows.float().pow(2).sum(1).view(-1, patches)
-            patch_dist[a:a + step] = nearest.clamp_min_(0).sqrt_()
-    return patch_dist, None if bank_dist is None else bank_dist.clamp_min_(0).sqrt_()
-
-
 def look_alikes(level: Tensor, count: int, cells: int) -> Tensor:
     """(N, C, h, w) backbone level -> (N, K) indices of each image's ``count`` closest *other* images by overall
     look, K = min(count, N − 1).
@@ -166,12 +126,24 @@ def look_alikes(level: Tensor, count: int, cells: int) -> Tensor:
     n = len(level)
     if n < 2:
         raise ParameterError(f"look-alike images need a batch of at least 2 images, got {n}")
-    pooled = F.adaptive_avg_pool2d(level.float(), cells)  # (N, C, c, c)
-    normed = F.layer_norm(pooled, pooled.shape[1:])
-    rows = F.normalize(normed.flatten(2).transpose(1, 2), dim=2)  # (N, c², C)
-    apart = nearest_in_each_image(rows).mean(1)  # (N, N); its diagonal is +inf (an image is not its own look-alike)
+    apart = nearest_in_each_image(looks(level, cells)).mean(1)  # (N, N), diagonal +inf: not its own look-alike
     apart = (apart + apart.T) / 2
     return apart.topk(min(count, n - 1), dim=1, largest=False).indices
+
+
+def looks(level: Tensor, cells: int) -> Tensor:
+    """(N, C, h, w) backbone level -> (N, c², C): each image's overall look, the level pooled to ``cells`` ×
+    ``cells`` cells, LayerNorm-ed per image, each cell scaled to unit length."""
+    pooled = F.adaptive_avg_pool2d(level.float(), cells)  # (N, C, c, c)
+    normed = F.layer_norm(pooled, pooled.shape[1:])
+    return F.normalize(normed.flatten(2).transpose(1, 2), dim=2)
+
+
+def look_distances(look: Tensor, others: Tensor) -> Tensor:
+    """(c², C) look of one image, (B, c², C) looks of others -> (B,): the chamfer distance of
+    :func:`look_alikes` (each one's cells to the nearest cell of the other, averaged both ways)."""
+    d = torch.cdist(look[None].expand(len(others), -1, -1), others)  # (B, c², c²)
+    return (d.amin(2).mean(1) + d.amin(1).mean(1)) / 2
 
 
 def nearest_in_look_alikes(queries: Tensor, neighbours: Tensor, kept: Tensor | None = None) -> Tensor:
@@ -187,20 +159,20 @@ def nearest_in_look_alikes(queries: Tensor, neighbours: Tensor, kept: Tensor | N
         raise ParameterError(f"neighbours must be (N, K) with N = {n}, got {tuple(neighbours.shape)}")
     if kept is None:
         kept = torch.arange(patches, device=queries.device).expand(n, -1)
-    bank = _bank_factor(queries.gather(1, kept[..., None].expand(-1, -1, dim)).reshape(-1, dim))
-    bank = bank.view(n, kept.shape[1], -1)  # (N, m, D + 2)
-    distances, count = _DistanceBlocks(), neighbours.shape[1]
-    nearest = torch.empty(n, patches, count, device=queries.device)
+    bank = queries.gather(1, kept[..., None].expand(-1, -1, dim))  # (N, m, D)
+    distances = _DistanceBlocks()
+    nearest = torch.empty(n, patches, neighbours.shape[1], device=queries.device)
     for a in range(n):
-        d2 = distances(_query_factor(queries[a]), bank[neighbours[a]].reshape(-1, dim + 2))  # (L, K · m)
-        nearest[a] = d2.view(patches, count, -1).amin(2)
-    return nearest.clamp_min_(0).sqrt_()
+        nearest[a] = nearest_in_images(queries[a], bank[neighbours[a]], distances)
+    return nearest
 
 
-def _check_bank(bank: Tensor, bank_images: Tensor, dim: int) -> None:
-    if bank.ndim != 2 or bank.shape[1] != dim or len(bank) == 0 or len(bank_images) != len(bank):
-        raise ParameterError(f"bank must be a non-empty (M, {dim}) matrix with one image id per row, got "
-                         f"{tuple(bank.shape)} and {len(bank_images)} ids")
+def nearest_in_images(queries: Tensor, images: Tensor, distances: _DistanceBlocks | None = None) -> Tensor:
+    """(L, D) patches of one image, (K, m, D) rows of K other images -> (L, K): each patch's distance to the
+    nearest row of each image, from one distance block of L × (K · m)."""
+    count, rows, dim = images.shape
+    d2 = (distances or _DistanceBlocks())(_query_factor(queries), _bank_factor(images.reshape(-1, dim)))
+    return d2.view(len(queries), count, rows).amin(2).clamp_min_(0).sqrt_()
 
 
 def global_embedding(level: Tensor) -> Tensor:
