@@ -59,7 +59,7 @@ MadFactorOpt = Annotated[float, typer.Option(callback=_positive_mad_factor,
                                                   "recent images).")]
 
 RayOpt = Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster: the one RAY_ADDRESS names, else a new "
-                                                  "one on this machine (pip install 'lineguard[ray]').")]
+                                                  "one on this machine (needs the ray extra).")]
 RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Run on the Ray cluster at ADDRESS (auto, "
                                                                         "HOST:PORT, ray://HOST:PORT); implies --ray.")]
 WorkersOpt = Annotated[int, typer.Option(help="Ray workers (one CPU each).")]
