@@ -67,7 +67,7 @@ def local_rate(model: Path, paths: list[Path]) -> dict:
 def ray_rate(model: Path, paths: list[Path], workers: int, out: Path) -> dict:
     """``predict --ray``'s work and driver over ``paths`` with ``workers`` workers: steady images/s, start-up,
     the driver's CPU and write time per image."""
-    cluster = Cluster(None, workers)
+    cluster = Cluster("local", workers)
     with connected(cluster) as ray:
         source = ScorerSource.of_model(ray, model)
         groups = [("", paths[i:i + BATCH]) for i in range(0, len(paths), BATCH)]
@@ -127,8 +127,8 @@ def fit(args: argparse.Namespace) -> None:
             if workers == 0:
                 result = evaluate_detector(detector, dataset, image_size=256, batch_size=BATCH)
             else:
-                with connected(Cluster(None, workers)) as ray:
-                    result = evaluate_detector(OnCluster(detector, ray, Cluster(None, workers)), dataset,
+                with connected(Cluster("local", workers)) as ray:
+                    result = evaluate_detector(OnCluster(detector, ray, Cluster("local", workers)), dataset,
                                                image_size=256, batch_size=BATCH)
             append("fit.jsonl", {"data": data.name, "mode": "local" if workers == 0 else "ray", "workers": workers,
                                  "bank_rows": len(detector.memory_bank_), **result.summary()})

@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def cluster() -> str:
     """A 2-CPU Ray cluster for the module; its address, for drivers in other processes."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never a running one
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

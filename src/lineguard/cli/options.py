@@ -58,10 +58,12 @@ MadFactorOpt = Annotated[float, typer.Option(callback=_positive_mad_factor,
                                                   "median score (predict --method: of the batch; watch: of the "
                                                   "recent images).")]
 
-RayOpt = Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster: the one RAY_ADDRESS names, else a new "
-                                                  "one on this machine (needs the ray extra).")]
+RayOpt = Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster: the one RAY_ADDRESS names, else the one "
+                                                  "`ray start` started here, else a new one on this machine (needs "
+                                                  "the ray extra).")]
 RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Run on the Ray cluster at ADDRESS (auto, "
-                                                                        "HOST:PORT, ray://HOST:PORT); implies --ray.")]
+                                                                        "HOST:PORT, ray://HOST:PORT; local: a new one "
+                                                                        "for this run); implies --ray.")]
 WorkersOpt = Annotated[int, typer.Option(help="Ray workers (one CPU each).")]
 GpusOpt = Annotated[float, typer.Option(help="GPUs per Ray worker (0: CPU only).")]
 

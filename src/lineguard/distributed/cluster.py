@@ -1,8 +1,9 @@
 """A Ray cluster to work on, and what its workers need to rebuild a scorer.
 
-``--ray`` alone follows Ray's own rule: join the cluster ``RAY_ADDRESS`` names, or start Ray on this machine for
-the run. ``--ray-address`` names a cluster: ``auto`` (the one ``ray start`` started on this machine),
-``HOST:PORT`` or ``ray://HOST:PORT``. A process that is already connected (a notebook, a test) keeps its
+``--ray`` alone follows Ray's own rule: join the cluster ``RAY_ADDRESS`` names, else the one ``ray start`` last
+started on this machine, else start Ray on this machine for the run. ``--ray-address`` names a cluster: ``auto``
+(the one on this machine), ``HOST:PORT`` or ``ray://HOST:PORT``, or ``local`` (always a new one here, for this
+run only). A process that is already connected (a notebook, a test) keeps its
 connection.
 
 Workers rebuild the scorer themselves, once each. A model folder travels through Ray's object store as its
@@ -59,7 +60,7 @@ def connected(cluster: Cluster) -> Iterator[ModuleType]:
         check_capacity(ray, cluster)
         yield ray
         return
-    starts_here = cluster.address is None and not os.environ.get("RAY_ADDRESS")
+    starts_here = cluster.address == "local" or (cluster.address is None and not os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(address=cluster.address, logging_level=logging.WARNING,
                  **({"include_dashboard": False} if starts_here else {}))
