@@ -37,6 +37,9 @@ STEPS: dict[str, tuple[str, Callable[[list[Path], int], list[str]]]] = {
     "calibration": ("calibration_holdout.py", lambda d, t: data_args(d)),
     "trained": ("trained.py", lambda d, t: [*data_args(d), "--threads", str(t)]),
     "test_batch": ("test_batch.py", lambda d, t: ["all", *data_args(d), "--threads", "2"]),
+    "scale_out_predict": ("scale_out.py", lambda d, t: ["throughput", *data_args(d[:1])]),
+    "scale_out_fit": ("scale_out.py", lambda d, t: ["fit", *data_args(d)]),
+    "scale_out_projection": ("scale_out.py", lambda d, t: ["report"]),
     "load_service": ("load_service.py", lambda d, t: []),
     "abuse_service": ("abuse_service.py", lambda d, t: []),
 }

@@ -1,5 +1,5 @@
 """A line install (``pip install lineguard``, no extras) works: fit, predict, decide and report without faiss,
-scikit-learn, open_clip or the service's packages; a feature that needs one names the extra to install."""
+scikit-learn, open_clip, Ray or the service's packages; a feature that needs one names the extra to install."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from lineguard.extras import MissingExtraError, require
 
-ABSENT = ("faiss", "sklearn", "open_clip", "fastapi", "uvicorn", "multipart")
+ABSENT = ("faiss", "sklearn", "open_clip", "fastapi", "uvicorn", "multipart", "ray")
 
 # Run in a child process in which importing any of ABSENT fails as if it were not installed.
 SCRIPT = textwrap.dedent(f"""
@@ -49,17 +49,24 @@ SCRIPT = textwrap.dedent(f"""
         lineguard.create("cse", image_size=64, epochs=1, batch_size=2, clusters=2).fit(good[:2])
     except Exception as exc:
         print(type(exc).__name__, exc)
+    from lineguard.distributed.cluster import Cluster, connected
+    try:
+        with connected(Cluster()):
+            pass
+    except Exception as exc:
+        print(type(exc).__name__, exc)
 """)
 
 
 def test_a_line_install_fits_predicts_and_decides_without_the_extras():
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    scores, index, cse = done.stdout.strip().splitlines()[-3:]
+    scores, index, cse, ray = done.stdout.strip().splitlines()[-4:]
     good, defective = eval(scores)[:2], eval(scores)[2:]
     assert min(defective) > max(good)
     assert index == "NearestNeighbours torch"  # exact torch search stands in for faiss
     assert cse.startswith("MissingExtraError") and "pip install 'lineguard[faiss]'" in cse
+    assert ray.startswith("MissingExtraError") and "pip install 'lineguard[ray]'" in ray
 
 
 def test_a_missing_package_names_its_extra(monkeypatch):

@@ -9,7 +9,7 @@ from types import ModuleType
 from lineguard.errors import LineguardError
 
 #: The extra of ``pyproject.toml`` that installs each optional module.
-EXTRAS = {"faiss": "faiss", "open_clip": "clip", "fastapi": "serve", "uvicorn": "serve"}
+EXTRAS = {"faiss": "faiss", "open_clip": "clip", "fastapi": "serve", "uvicorn": "serve", "ray": "ray"}
 
 
 class MissingExtraError(LineguardError, ImportError):

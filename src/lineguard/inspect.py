@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lineguard.scoring.regions import Region, defect_mask, find_regions
-from lineguard.scoring.threshold import NORMALIZED_THRESHOLD, Thresholds, calibrate
+from lineguard.scoring.threshold import NORMALIZED_THRESHOLD, CalibrationError, Thresholds, calibrate
 
 #: A batch scored against itself decides from its own median and spread: not from fewer images than this.
 MIN_BATCH_FOR_DECISIONS = 8
@@ -108,6 +108,18 @@ def batch_thresholds(scores: Any, maps: Any, mad_factor: float) -> Thresholds:
     when the scores do not spread; the caller checks :data:`MIN_BATCH_FOR_DECISIONS` first."""
     thresholds = calibrate(scores, maps, rule="mad", mad_factor=mad_factor)
     return replace(thresholds, calibration=f"{thresholds.calibration} of this batch (defects assumed rare)")
+
+
+def own_thresholds(scores: Any, maps: Any, mad_factor: float) -> tuple[Thresholds | None, str | None]:
+    """A batch's own thresholds (:func:`batch_thresholds`), or None and why not: too few images to estimate a
+    spread (:data:`MIN_BATCH_FOR_DECISIONS`), or scores that do not spread."""
+    if len(scores) < MIN_BATCH_FOR_DECISIONS:
+        return None, (f"{len(scores)} images: too few to decide from the batch itself (at least "
+                      f"{MIN_BATCH_FOR_DECISIONS}); results get scores only")
+    try:
+        return batch_thresholds(scores, maps, mad_factor), None
+    except CalibrationError as error:
+        return None, f"no decisions: {error}"
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from lineguard.io.store import DAMAGED_FILE, ResultsLockedError, ResultStore
+from lineguard.io.store import DAMAGED_FILE, ResultFiles, ResultsLockedError, ResultStore, encode_files
 
 
 def test_rows_and_maps_survive_reopen(tmp_path):
@@ -90,3 +90,19 @@ def test_the_lock_goes_with_a_killed_process(tmp_path):
         child.kill()
         child.wait()
     ResultStore(tmp_path).close()  # kill -9 released it
+
+
+def test_files_encoded_elsewhere_are_stored_as_append_stores_them(tmp_path):
+    """A distributed run's workers encode a row's map and mask, its driver writes the bytes: the same files."""
+    anomaly_map = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    mask = anomaly_map > 0.8
+    with ResultStore(tmp_path / "here") as here, ResultStore(tmp_path / "there") as there:
+        direct = here.append({"path": "a.png", "score": 1.0}, anomaly_map, mask=mask, image_size=(40, 30))
+        encoded = there.append_files({"path": "a.png", "score": 1.0},
+                                     encode_files(anomaly_map, mask=mask, image_size=(40, 30)))
+        with pytest.raises(ValueError, match="already in"):
+            there.append_files({"path": "a.png"}, ResultFiles())
+    assert direct == encoded == {"path": "a.png", "score": 1.0, "mask": "masks/000000.png", "map": "maps/000000.npy"}
+    for name in (direct["map"], direct["mask"]):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
+    assert ResultStore(tmp_path / "there", readonly=True).rows == [encoded]

@@ -11,8 +11,8 @@ import typer
 
 from lineguard.cli.app import app, out, report_failures, warn
 from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, FalseAlarmOpt, ImageSizeOpt,
-                                   MethodOpt, OutOpt, ParamOpt, RuleOpt, SeedOpt, ShotsOpt, WeightsOpt,
-                                   build_detector)
+                                   MethodOpt, OutOpt, ParamOpt, RayAddressOpt, RayOpt, RuleOpt, SeedOpt, ShotsOpt,
+                                   WeightsOpt, WorkersOpt, build_detector, cluster_of)
 from lineguard.errors import ParameterError
 from lineguard.methods import DEFAULT_METHOD
 from lineguard.scoring.threshold import DEFAULT_RULE, RULES, CalibrationError, Thresholds
@@ -33,7 +33,8 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: OutOpt
                                                     "mu3sigma, mad, quantile, or none.")] = DEFAULT_RULE,
         false_alarm_rate: FalseAlarmOpt = 0.01,
         holdout: Annotated[float, typer.Option(help="Share of good training images held out of fit to "
-                                                    "calibrate on (at least 2).")] = 0.2) -> None:
+                                                    "calibrate on (at least 2).")] = 0.2,
+        ray: RayOpt = False, ray_address: RayAddressOpt = None, workers: WorkersOpt = 2) -> None:
     """Fit a detector on the good training images of DATA, calibrate its thresholds on held-out good images,
     and save it to --out."""
     from lineguard.evaluation import select_support
@@ -53,10 +54,19 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: OutOpt
         held_out = holdout_split(dataset.good_train, holdout, seed)
         dataset = replace(dataset, train=[s for s in dataset.train if s.path not in set(held_out)])
     support = select_support(dataset, shots, seed)
-    batches = ImageBatches(support, size=detector.image_size, batch_size=batch_size)
-    detector.fit(batches.require_readable(f"fit on {data}"))
-    report_failures(batches.failed)
-    out.print(f"fitted {method} on {len(batches.loaded)} images")
+    cluster = cluster_of(ray, ray_address, workers)
+    if cluster is None:
+        batches = ImageBatches(support, size=detector.image_size, batch_size=batch_size)
+        detector.fit(batches.require_readable(f"fit on {data}"))
+        fitted, failed = len(batches.loaded), batches.failed
+    else:
+        from lineguard.distributed.cluster import connected
+        from lineguard.distributed.fit import fit_on_cluster
+
+        with connected(cluster) as session:
+            fitted, failed = fit_on_cluster(session, cluster, detector, support, batch_size=batch_size)
+    report_failures(failed)
+    out.print(f"fitted {method} on {fitted} images" + (f" over {cluster.workers} Ray workers" if cluster else ""))
     if held_out:
         try:
             calibrate_on(detector, held_out, rule=calibrate, false_alarm_rate=false_alarm_rate,

@@ -59,6 +59,15 @@ MadFactorOpt = Annotated[float, typer.Option(callback=_positive_mad_factor,
                                                   "median score (predict --method: of the batch; watch: of the "
                                                   "recent images).")]
 
+RayOpt = Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster: the one RAY_ADDRESS names, else the one "
+                                                  "`ray start` started here, else a new one on this machine (needs "
+                                                  "the ray extra).")]
+RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Run on the Ray cluster at ADDRESS (auto, "
+                                                                        "HOST:PORT, ray://HOST:PORT; local: a new one "
+                                                                        "for this run); implies --ray.")]
+WorkersOpt = Annotated[int, typer.Option(help="Ray workers (one CPU each).")]
+GpusOpt = Annotated[float, typer.Option(help="GPUs per Ray worker (0: CPU only).")]
+
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -92,6 +101,13 @@ def parameters(accepted: list[str], owner: str, *, backbone: str | None, image_s
         elif value is not None and key not in accepted and key != "seed":
             raise ParameterError(f"{owner} takes no {key}")
     return values
+
+
+def cluster_of(ray: bool, address: str | None, workers: int, gpus_per_worker: float = 0.0):
+    """The Ray cluster to run on, or None: this process."""
+    from lineguard.distributed.cluster import Cluster
+
+    return Cluster(address, workers, gpus_per_worker) if ray or address else None
 
 
 def build_detector(method: str, *, backbone: str | None, image_size: int | None, weights: Path | None,

@@ -9,13 +9,14 @@ import typer
 from rich.markup import escape
 
 from lineguard.cli.app import app, console, out, report_failures, warn
-from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DeviceOpt, ImageSizeOpt, MadFactorOpt, ParamOpt,
-                                   SeedOpt, WeightsOpt, build_detector)
+from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DeviceOpt, GpusOpt, ImageSizeOpt, MadFactorOpt,
+                                   ParamOpt, RayAddressOpt, RayOpt, SeedOpt, WeightsOpt, WorkersOpt, build_detector,
+                                   cluster_of)
 from lineguard.cli.results import note_damaged, write_store_report
-from lineguard.errors import ParameterError
-from lineguard.inspect import MIN_BATCH_FOR_DECISIONS, FileInspection, Scorer, batch_thresholds
+from lineguard.errors import LineguardError, ParameterError
+from lineguard.inspect import FileInspection, Scorer, own_thresholds
 from lineguard.io.store import DAMAGED_FILE, OtherThresholdsError, ResultStore, save_thresholds
-from lineguard.scoring.threshold import CalibrationError, Thresholds
+from lineguard.scoring.threshold import Thresholds
 
 
 @app.command()
@@ -25,11 +26,19 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
             backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
             device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None, batch_size: BatchSizeOpt = 16,
             mad_factor: MadFactorOpt = 3.0,
+            batch_by: Annotated[str | None, typer.Option(help="Test-batch methods: independent batches, one per "
+                                                              "'folder' or per COUNT images, each in its own "
+                                                              "results folder under --out.")] = None,
+            ray: RayOpt = False, ray_address: RayAddressOpt = None, workers: WorkersOpt = 2,
+            gpus_per_worker: GpusOpt = 0.0,
             report: Annotated[bool, typer.Option(help="Also write an HTML report into --out.")] = True) -> None:
     """Score images with a saved model (or a test-batch --method) and append results to --out."""
+    from lineguard.io.groups import group_paths, parse_batch_by
     from lineguard.io.images import list_images
     from lineguard.methods import load
 
+    cluster = cluster_of(ray, ray_address, workers, gpus_per_worker)
+    by = None if batch_by is None else parse_batch_by(batch_by)
     if method:
         detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights,
                                   device=device, seed=seed, params=param)
@@ -37,14 +46,29 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
             raise ParameterError(f"{method} needs normal images: run `lineguard fit` and pass the model folder")
     elif len(inputs) < 2:
         raise ParameterError("give a model folder and at least one image or folder")
+    elif by is not None:
+        raise ParameterError("--batch-by splits images into batches for a test-batch --method; a model scores "
+                             "every image on its own")
     else:
         detector = load(inputs[0])
     paths = list_images(*inputs[1 - bool(method):])
-    with ResultStore(out_dir) as store:  # one run writes a results folder at a time
-        note_damaged(store, f"moved to {store.folder / DAMAGED_FILE}; their images are scored again")
-        score_into(store, detector, paths, batch_size=batch_size, mad_factor=mad_factor)
-        if report and len(store):
-            out.print(escape(f"report: {write_store_report(store, detector.name)}"))
+    groups = {"": paths} if by is None else group_paths([p.resolve() for p in paths], by)
+    if cluster is not None:
+        from lineguard.cli.cluster import score_on_cluster
+
+        return score_on_cluster(cluster, detector, None if method else inputs[0], groups, out_dir,
+                                batch_size=batch_size, mad_factor=mad_factor, report=report)
+    for name, members in groups.items():
+        with ResultStore(out_dir / name) as store:  # one run writes a results folder at a time
+            note_damaged(store, f"moved to {store.folder / DAMAGED_FILE}; their images are scored again")
+            try:
+                score_into(store, detector, members, batch_size=batch_size, mad_factor=mad_factor)
+            except LineguardError as error:
+                if by is None:
+                    raise
+                warn(f"{store.folder}: not scored: {error}")  # one batch that cannot be (too few images)
+            if report and len(store):
+                out.print(escape(f"report: {write_store_report(store, detector.name)}"))
 
 
 def score_into(store: ResultStore, scorer: Scorer, paths: list[Path], *, batch_size: int,
@@ -55,14 +79,8 @@ def score_into(store: ResultStore, scorer: Scorer, paths: list[Path], *, batch_s
     as they exist."""
     from lineguard.io.images import image_size
 
-    if scorer.thresholds is not None:
-        save_thresholds(store.folder, scorer.thresholds)
-    elif scorer.uses_normal_images:
-        warn("the model has no thresholds: results get scores but no decisions (see `lineguard calibrate`)")
     paths = [p.resolve() for p in paths]
-    todo = [p for p in paths if p not in store]
-    console.print(escape(f"{len(paths)} images, {len(paths) - len(todo)} already in {store.path}, "
-                         f"{len(todo)} to score"))
+    todo = pending(store, scorer, paths)
     decide_batch = None if scorer.uses_normal_images else lambda scores, maps: thresholds_of_batch(
         store, scores, maps, mad_factor)
     inspection = FileInspection(scorer, (todo if scorer.uses_normal_images else paths) if todo else [],
@@ -76,6 +94,19 @@ def score_into(store: ResultStore, scorer: Scorer, paths: list[Path], *, batch_s
     report_failures(inspection.failed)
     summarise(decisions)
     out.print(escape(f"{len(store)} results in {store.path}"))
+
+
+def pending(store: ResultStore, scorer: Scorer, paths: list[Path]) -> list[Path]:
+    """The (resolved) ``paths`` not yet in ``store``, said; the model's thresholds recorded in the store (or a
+    warning that there are none)."""
+    if scorer.thresholds is not None:
+        save_thresholds(store.folder, scorer.thresholds)
+    elif scorer.uses_normal_images:
+        warn("the model has no thresholds: results get scores but no decisions (see `lineguard calibrate`)")
+    todo = [p for p in paths if p not in store]
+    console.print(escape(f"{len(paths)} images, {len(paths) - len(todo)} already in {store.path}, "
+                         f"{len(todo)} to score"))
+    return todo
 
 
 def summarise(decisions: dict[Path, str | None]) -> None:
@@ -94,14 +125,9 @@ def thresholds_of_batch(store: ResultStore, scores, maps, mad_factor: float) -> 
     made on another batch."""
     from lineguard.cli.models import describe_thresholds
 
-    if len(scores) < MIN_BATCH_FOR_DECISIONS:
-        warn(f"{len(scores)} images: too few to decide from the batch itself (at least "
-             f"{MIN_BATCH_FOR_DECISIONS}); results get scores only")
-        return None
-    try:
-        thresholds = batch_thresholds(scores, maps, mad_factor)
-    except CalibrationError as error:
-        warn(f"no decisions: {error}")
+    thresholds, why_not = own_thresholds(scores, maps, mad_factor)
+    if thresholds is None:
+        warn(why_not)
         return None
     try:
         save_thresholds(store.folder, thresholds)

@@ -15,16 +15,21 @@ A damaged line (not a complete JSON object with a ``path``, or a second row for 
 ``results.damaged.jsonl`` and its line number kept in ``damaged``, so the caller can say so; every intact row
 before and after it is kept. A torn last line left by a crash is such a line. Maps are numbered past every
 number already in ``maps/`` or ``masks/``, so removing a line never makes a new map overwrite an old one.
+
+A distributed run (``lineguard.distributed``) encodes a row's map and mask where the image was scored
+(:func:`encode_files`) and its one writer, the driver, puts the bytes in place (:meth:`ResultStore.append_files`):
+the same files, the same guarantees.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import socket
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +80,29 @@ def mask_image(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """(h, w) bool -> black/white 8-bit image of (H, W) ``size`` (nearest neighbour: no grey edges)."""
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
     return image if image.size == (size[1], size[0]) else image.resize((size[1], size[0]), Image.NEAREST)
+
+
+@dataclass(frozen=True)
+class ResultFiles:
+    """A row's files as bytes: the map (``.npy``, float16) and the mask (black/white ``.png`` at the image's size)."""
+
+    map: bytes | None = None
+    mask: bytes | None = None
+
+
+def encode_files(anomaly_map: np.ndarray | None = None, *, mask: np.ndarray | None = None,
+                 image_size: tuple[int, int] | None = None) -> ResultFiles:
+    """The files :meth:`ResultStore.append` writes for a row, encoded where the image was scored."""
+    encoded_map = encoded_mask = None
+    if anomaly_map is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(anomaly_map, dtype=np.float16), allow_pickle=False)
+        encoded_map = buffer.getvalue()
+    if mask is not None:
+        buffer = io.BytesIO()
+        mask_image(mask, image_size or mask.shape).save(buffer, format="PNG")
+        encoded_mask = buffer.getvalue()
+    return ResultFiles(encoded_map, encoded_mask)
 
 
 def _write_atomically(path: Path, write: Any) -> None:
@@ -185,23 +213,23 @@ class ResultStore:
                mask: np.ndarray | None = None, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
         """Persist one result (``row["path"]`` required) durably before returning it, with its map and its
         defect mask (written at the image's (H, W) ``image_size``)."""
+        return self.append_files(row, encode_files(anomaly_map, mask=mask, image_size=image_size))
+
+    def append_files(self, row: dict[str, Any], files: ResultFiles) -> dict[str, Any]:
+        """:meth:`append` with the map and mask already encoded (:func:`encode_files`, wherever the image was
+        scored): a distributed run's one writer only puts bytes in place."""
         if self._handle is None:
             raise RuntimeError(f"{self.folder}: this store is read-only or closed")
         key = str(row["path"])
         if key in self._keys:
             raise ValueError(f"{key} is already in {self.path}")
         row = {**row, "path": key}
-        if mask is not None:
-            name = f"{MASKS_DIR}/{self.next_index:06d}.png"
-            (self.folder / MASKS_DIR).mkdir(exist_ok=True)
-            picture = mask_image(mask, image_size or mask.shape)
-            _write_atomically(self.folder / name, lambda f: picture.save(f, format="PNG"))
-            row["mask"] = name
-        if anomaly_map is not None:
-            name = f"{MAPS_DIR}/{self.next_index:06d}.npy"
-            values = np.asarray(anomaly_map, dtype=np.float16)
-            _write_atomically(self.folder / name, lambda f: np.save(f, values, allow_pickle=False))
-            row["map"] = name
+        for kind, data, suffix in ((MASKS_DIR, files.mask, "png"), (MAPS_DIR, files.map, "npy")):
+            if data is not None:
+                name = f"{kind}/{self.next_index:06d}.{suffix}"
+                (self.folder / kind).mkdir(exist_ok=True)
+                _write_atomically(self.folder / name, lambda f, data=data: f.write(data))
+                row[kind[:-1]] = name  # "mask", "map"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
