@@ -46,6 +46,10 @@ ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Metho
 ImageSizeOpt = Annotated[int | None, typer.Option(help="Working resolution in pixels (default 256).")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Backbone weight file (skips cache and hub).")]
 DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu or cuda.")]
+TileOpt = Annotated[int | None, typer.Option(help="Cut each image at its own resolution into tiles of this many "
+                                                 "pixels, each scored at the working size (patch-feature methods; "
+                                                 "saved with the model).")]
+OverlapOpt = Annotated[int, typer.Option(help="Pixels neighbouring tiles share; their maps are blended there.")]
 BatchSizeOpt = Annotated[int, typer.Option(callback=_at_least_one, help="Images per batch.")]
 DataOpt = Annotated[Path, typer.Option(help="Dataset folder (MVTec AD, MPDD, VisA, BTAD layout).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write.")]
@@ -93,10 +97,14 @@ def parameters(accepted: list[str], owner: str, *, backbone: str | None, image_s
 
 
 def build_detector(method: str, *, backbone: str | None, image_size: int | None, weights: Path | None,
-                   device: str | None, seed: int | None, params: list[str] | None):
-    """Create ``method`` from the common options plus ``--param`` values (checked when it starts work)."""
+                   device: str | None, seed: int | None, params: list[str] | None, tile: int | None = None,
+                   overlap: int = 0):
+    """Create ``method`` from the common options plus ``--param`` values (checked when it starts work), tiled
+    when ``tile`` is given."""
     from lineguard.methods import create, method_class
+    from lineguard.tiling import tiled
 
     accepted = method_class(method).param_names()
-    return create(method, **parameters(accepted, f"method {method!r}", backbone=backbone, image_size=image_size,
-                                       weights=weights, device=device, seed=seed, params=params))
+    return tiled(create(method, **parameters(accepted, f"method {method!r}", backbone=backbone,
+                                             image_size=image_size, weights=weights, device=device, seed=seed,
+                                             params=params)), tile, overlap)

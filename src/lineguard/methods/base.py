@@ -263,7 +263,7 @@ def create(name: str, **params: Any) -> Detector:
 
 def load(folder: str | Path) -> Detector:
     """Load a detector saved with :meth:`Detector.save`: safetensors + JSON, from inside ``folder`` only,
-    every part checked (:mod:`lineguard.methods.model_folder`)."""
+    every part checked (:mod:`lineguard.methods.model_folder`); tiled again if it was saved tiled."""
     folder = Path(folder)
     method, params, state = model_folder.read_config(folder)
     where = folder / model_folder.CONFIG_FILE
@@ -277,7 +277,9 @@ def load(folder: str | Path) -> Detector:
     tensors = model_folder.read_tensors(folder)
     model_folder.check_state(cls, tensors, state, folder)
     detector._restore(tensors, state)
-    return detector
+    from lineguard.tiling import read_tiling  # tiling wraps detectors: imported late
+
+    return read_tiling(folder, detector)
 
 
 def as_batches(images: ImageInput, batch_size: int) -> Iterable[Tensor]:
