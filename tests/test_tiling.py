@@ -3,11 +3,14 @@ than the frame are found where they are, and bad settings are refused by name.""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,6 +18,7 @@ import lineguard
 from lineguard.cli import app
 from lineguard.methods import Prediction
 from lineguard.methods.knn import KNN
+from lineguard.serve import create_app
 from lineguard.synthetic import make_sheets
 from lineguard.tiling import TiledDetector, Tiling, TilingError, tiled
 from tests.conftest import to_tensor
@@ -113,3 +117,16 @@ def test_fit_and_predict_tile_from_the_command_line(sheets, tmp_path):
     bad = runner.invoke(app, ["fit", "-m", "knn", "--data", str(tmp_path / "data"), "--out", str(model),
                               "--tile", "4"])
     assert bad.exit_code == 2 and "tile=4" in bad.output
+
+
+def test_the_service_scores_a_tiled_model_at_each_upload_size(sheets):
+    train, test = sheets
+    detector = tiled(lineguard.create("knn", image_size=64), 64, 16).fit(train)
+    detector.calibrate(detector.predict(to_tensor(test[:2])))
+    client = TestClient(create_app(detector))
+    assert client.get("/v1/model").json()["image_size"] is None
+    buffer = io.BytesIO()
+    Image.fromarray(test[2].image[:, :320]).save(buffer, format="PNG")
+    result = client.post("/v1/inspect", files={"file": ("sheet.png", buffer.getvalue(), "image/png")}).json()
+    assert (result["height"], result["width"]) == (192, 320)
+    assert Image.open(io.BytesIO(base64.b64decode(result["map_png"]))).size == (320, 192)

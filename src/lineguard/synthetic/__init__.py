@@ -9,6 +9,9 @@ exact masks. Three kinds:
 * ``texture``: a woven surface (``flat.py``);
 * ``posed``: a screw-like part at an arbitrary rotation and position (``posed.py``) — a normal patch recurs
   only in the images that share its pose.
+
+``make_sheets`` draws high-resolution woven sheets whose flaws are a tiny share of the frame (``sheet.py``):
+what a resize to the working size loses and tiling keeps.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 FLAWS = ("smooth", "coarse")
-PERIOD = 8.0  # px of one weave repeat
+PERIOD = 4.0  # px of one weave repeat: gone once a frame is shrunk 3× or more
 
 
 def weave(yy: np.ndarray, xx: np.ndarray, period: float, phase: np.ndarray) -> np.ndarray:
