@@ -113,19 +113,19 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["synthetic", "dataset", "one"])
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--data", type=Path, help="dataset folder (dataset, one)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lineguard-sheets"),
                         help="where the synthetic set is written")
     parser.add_argument("--method", default="patchcore")
     parser.add_argument("--tile", type=int, default=None)
     parser.add_argument("--overlap", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--image-size", type=int, default=256, help="working size (of each tile when tiled)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "one":
         one(args.data, args.method, args.tile, args.overlap if args.tile else 0, args.image_size, args.out)
         return
