@@ -70,17 +70,17 @@ def test_overlapping_maps_cross_fade_without_seams(overlap):
 
 @pytest.fixture(scope="module")
 def sheets():
-    train = make_sheets(3, 0, height=192, width=384, seed=1)
-    test = make_sheets(2, 2, height=192, width=384, area=(0.004, 0.005), seed=2)
+    train = make_sheets(4, 0, height=192, width=384, seed=1)
+    test = make_sheets(2, 2, height=192, width=384, area=(0.006, 0.008), seed=2)  # flaws of 0.6-0.8 %
     return to_tensor(train), test
 
 
 def test_a_small_flaw_is_found_where_it_is_in_the_original_pixels(sheets, tmp_path):
     train, test = sheets
-    detector = tiled(lineguard.create("knn", image_size=64), 64, 16).fit(train)
+    detector = tiled(lineguard.create("knn", image_size=128), 64, 16).fit(train)  # 64 px tiles seen at 128 px
     prediction = detector.predict(to_tensor(test))
     assert prediction.maps.shape == (4, 192, 384)
-    assert prediction.scores[2:].min() > prediction.scores[:2].max()
+    assert prediction.scores[2:].min() > 1.5 * prediction.scores[:2].max()
     for item, anomaly_map in zip(test[2:], prediction.maps[2:], strict=True):
         y, x = divmod(anomaly_map.argmax().item(), anomaly_map.shape[1])
         near = torch.nn.functional.max_pool2d(torch.from_numpy(item.mask)[None, None].float(), 17, 1, 8)[0, 0]
