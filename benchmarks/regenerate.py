@@ -39,6 +39,8 @@ STEPS: dict[str, tuple[str, Callable[[list[Path], int], list[str]]]] = {
     "test_batch": ("test_batch.py", lambda d, t: ["all", *data_args(d), "--threads", "2"]),
     "load_service": ("load_service.py", lambda d, t: []),
     "abuse_service": ("abuse_service.py", lambda d, t: []),
+    "tiling": ("tiling.py", lambda d, t: ["synthetic", "--threads", str(t)]),
+    "update": ("update.py", lambda d, t: [*data_args(d), "--threads", str(t)]),
 }
 
 

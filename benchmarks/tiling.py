@@ -61,7 +61,12 @@ def write_sheets(root: Path) -> Path:
 
 
 def one(data: Path, method: str, tile: int | None, overlap: int, image_size: int, out: Path) -> None:
-    """Fit and score one configuration; append its row."""
+    """Fit and score one configuration; append its row (none when its row is on file)."""
+    mode = f"tiles {tile} px, overlap {overlap}" if tile else f"resized to {image_size} px"
+    path = out / "tiling.jsonl"
+    done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if any((r["dataset"], r["method"], r["mode"]) == (data.name, method, mode) for r in done):
+        return
     dataset = load_dataset(data)
     detector = tiled(create(method, image_size=image_size), tile, overlap)
     result = evaluate_detector(detector, dataset, image_size=detector.image_size)
@@ -72,15 +77,15 @@ def one(data: Path, method: str, tile: int | None, overlap: int, image_size: int
     metrics = evaluate(labels, result.prediction.scores, masks, maps)
     scores = result.prediction.scores
     threshold = torch.quantile(scores[labels == 0], 1 - FALSE_ALARM_RATE)
-    row = {"dataset": dataset.name, "method": method, "mode": f"tiles {tile} px, overlap {overlap}" if tile else
-           f"resized to {image_size} px", "original": list(original), "threads": torch.get_num_threads(),
+    row = {"dataset": dataset.name, "method": method, "mode": mode, "original": list(original),
+           "threads": torch.get_num_threads(),
            **{k: round(float(metrics[k]), 4) for k in METRICS},
            f"recall_at_{FALSE_ALARM_RATE:g}_false_alarms": round(float((scores[labels == 1] > threshold).float()
                                                                        .mean()), 4),
            "fit_seconds": round(result.fit_seconds, 1), "images_per_second": round(result.images_per_second, 3),
            "peak_rss_mb": round(result.peak_rss_mb)}
     print(json.dumps(row), flush=True)
-    with open(out / "tiling.jsonl", "a") as f:
+    with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 

@@ -46,6 +46,13 @@ def timed(work) -> float:
 
 
 def grow(root: Path, method: str, params: dict, size: int, batch_size: int, out: Path) -> None:
+    """Measure one dataset, unless its last step is on file (an unfinished one is measured again)."""
+    path = out / "update.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    mine = [r for r in rows if (r["dataset"], r["method"], r["params"]) == (root.name, method, params)]
+    if any(r["step"] == STEPS - 1 for r in mine):
+        return
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r not in mine))
     dataset = load_dataset(root)
     good = list(dataset.good_train)
     random.Random(0).shuffle(good)
