@@ -42,6 +42,8 @@ STEPS: dict[str, tuple[str, Callable[[list[Path], int], list[str]]]] = {
     "scale_out_projection": ("scale_out.py", lambda d, t: ["report"]),
     "load_service": ("load_service.py", lambda d, t: []),
     "abuse_service": ("abuse_service.py", lambda d, t: []),
+    "tiling": ("tiling.py", lambda d, t: ["synthetic", "--threads", str(t)]),
+    "update": ("update.py", lambda d, t: [*data_args(d), "--threads", str(t)]),
 }
 
 

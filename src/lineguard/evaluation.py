@@ -2,7 +2,8 @@
 
 One function serves ``lineguard evaluate``, the benchmark runner and the demo, so every number comes from
 the same code: image AUROC, pixel AUROC and AUPRO on maps at the detector's working resolution (masks are
-resized to it, as anomalib and MuSc do), fit seconds, images per second and peak resident memory.
+resized to it, as anomalib and MuSc do; a tiled detector's maps are at the images' own resolution), fit
+seconds, images per second and peak resident memory.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ def select_support(dataset: Dataset, shots: int | None, seed: int) -> list[Path]
     return sorted(random.Random(seed).sample(good, shots))
 
 
-def load_masks(samples: list[Sample], size: int, threshold: int) -> Tensor:
-    """(N, size, size) bool ground truth; good images (and defects without a mask) are all-normal."""
-    masks = torch.zeros(len(samples), size, size, dtype=torch.bool)
+def load_masks(samples: list[Sample], size: int | tuple[int, int], threshold: int) -> Tensor:
+    """(N, H, W) bool ground truth at ``size`` (int: square); good images (and defects without a mask) are
+    all-normal."""
+    size = (size, size) if isinstance(size, int) else size
+    masks = torch.zeros(len(samples), *size, dtype=torch.bool)
     for i, sample in enumerate(samples):
         if sample.mask_path is not None:
             mask = read_mask(sample.mask_path, threshold=threshold).float()[None, None]  # (1, 1, H, W)
-            masks[i] = F.interpolate(mask, size=(size, size), mode="bilinear", antialias=True)[0, 0] > 0.5
+            masks[i] = F.interpolate(mask, size=size, mode="bilinear", antialias=True)[0, 0] > 0.5
     return masks
 
 
@@ -70,7 +73,7 @@ class EvaluationResult:
                 "n_support": self.n_support, "n_test": len(self.samples)}
 
 
-def evaluate_detector(detector: Detector, dataset: Dataset, *, image_size: int, shots: int | None = None,
+def evaluate_detector(detector: Detector, dataset: Dataset, *, image_size: int | None, shots: int | None = None,
                       seed: int = 0, batch_size: int = 16) -> EvaluationResult:
     """Fit on the good training images (or ``shots`` of them; none for test-batch methods), predict the test
     split, and compute the metrics. Unreadable files are skipped and returned in ``failed``; a split with no
@@ -89,7 +92,10 @@ def evaluate_detector(detector: Detector, dataset: Dataset, *, image_size: int, 
     by_path = {s.path: s for s in dataset.test}
     samples = [by_path[p] for p in test.loaded]
     labels = torch.tensor([s.label for s in samples])
-    masks = load_masks(samples, prediction.maps.shape[-1], dataset.mask_threshold)
+    if not isinstance(prediction.maps, Tensor):
+        raise ParameterError(f"{dataset.root}: the test images differ in size; a tiled evaluation needs images of "
+                             "one size (metrics are computed over all maps together)")
+    masks = load_masks(samples, tuple(prediction.maps.shape[-2:]), dataset.mask_threshold)
     metrics = compute_metrics(labels, prediction.scores, masks, prediction.maps)
     return EvaluationResult(metrics={k: float(v) for k, v in metrics.items()}, fit_seconds=fit_seconds,
                             predict_seconds=predict_seconds,

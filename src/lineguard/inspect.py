@@ -33,7 +33,7 @@ class Scorer(Protocol):
 
     name: str  # the method, as rows name it
     uses_normal_images: bool  # False: ``predict`` scores the batch handed to it against itself
-    image_size: int  # images are resized to S × S, maps come at it
+    image_size: int | None  # images are resized to S × S, maps come at it; None: at their own size (tiled)
 
     @property
     def thresholds(self) -> Thresholds | None:
@@ -80,13 +80,20 @@ def as_array(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def as_maps(maps: Any) -> np.ndarray | list[np.ndarray]:
+    """(N, S, S) maps as one array, or a list of maps of different sizes (a tiled scorer's) as arrays."""
+    return [as_array(m) for m in maps] if isinstance(maps, list | tuple) else as_array(maps)
+
+
 def decide(scores: Any, maps: Any, thresholds: Thresholds | None) -> list[Finding]:
-    """Raw scores (N,) and maps (N, S, S) -> one :class:`Finding` each; decided when there are thresholds."""
-    scores, maps = as_array(scores), as_array(maps)
+    """Raw scores (N,) and maps (N, S, S), or a list of (H, W) maps, -> one :class:`Finding` each; decided when
+    there are thresholds."""
+    scores, maps = as_array(scores), as_maps(maps)
     if thresholds is None:
         return [Finding(float(score), values) for score, values in zip(scores, maps, strict=True)]
     findings = []
-    normalized_scores, normalized_maps = thresholds.normalize_scores(scores), thresholds.normalize_maps(maps)
+    normalized_scores = thresholds.normalize_scores(scores)
+    normalized_maps = [thresholds.normalize_maps(values) for values in maps]
     for score, values, normalized, normalized_map in zip(scores, maps, normalized_scores, normalized_maps,
                                                          strict=True):
         mask = defect_mask(normalized_map)
@@ -150,6 +157,6 @@ class FileInspection:
                 continue
             prediction = self.scorer.predict(batches)
             self.failed += batches.failed
-            scores, maps = as_array(prediction.scores), as_array(prediction.maps)
+            scores, maps = as_array(prediction.scores), as_maps(prediction.maps)
             thresholds = self.scorer.thresholds if self.thresholds is None else self.thresholds(scores, maps)
             yield from zip(batches.loaded, decide(scores, maps, thresholds), strict=True)

@@ -47,6 +47,10 @@ ImageSizeOpt = Annotated[int | None, typer.Option(help="Working resolution in pi
 WeightsOpt = Annotated[Path | None, typer.Option(help="Backbone weight file (skips cache and hub).")]
 DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu or cuda.")]
 TrainingDeviceOpt = Annotated[str, typer.Option(callback=_device, help="cpu, cuda, or auto (CUDA when present).")]
+TileOpt = Annotated[int | None, typer.Option(help="Cut each image at its own resolution into tiles of this many "
+                                                 "pixels, each scored at the working size (patch-feature methods; "
+                                                 "saved with the model).")]
+OverlapOpt = Annotated[int, typer.Option(help="Pixels neighbouring tiles share; their maps are blended there.")]
 BatchSizeOpt = Annotated[int, typer.Option(callback=_at_least_one, help="Images per batch.")]
 DataOpt = Annotated[Path, typer.Option(help="Dataset folder (MVTec AD, MPDD, VisA, BTAD layout).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write.")]
@@ -111,10 +115,14 @@ def cluster_of(ray: bool, address: str | None, workers: int, gpus_per_worker: fl
 
 
 def build_detector(method: str, *, backbone: str | None, image_size: int | None, weights: Path | None,
-                   device: str | None, seed: int | None, params: list[str] | None):
-    """Create ``method`` from the common options plus ``--param`` values (checked when it starts work)."""
+                   device: str | None, seed: int | None, params: list[str] | None, tile: int | None = None,
+                   overlap: int = 0):
+    """Create ``method`` from the common options plus ``--param`` values (checked when it starts work), tiled
+    when ``tile`` is given."""
     from lineguard.methods import create, method_class
+    from lineguard.tiling import tiled
 
     accepted = method_class(method).param_names()
-    return create(method, **parameters(accepted, f"method {method!r}", backbone=backbone, image_size=image_size,
-                                       weights=weights, device=device, seed=seed, params=params))
+    return tiled(create(method, **parameters(accepted, f"method {method!r}", backbone=backbone,
+                                             image_size=image_size, weights=weights, device=device, seed=seed,
+                                             params=params)), tile, overlap)

@@ -46,13 +46,14 @@ def describe(failed: Sequence[tuple[Path, str]], shown: int = 5) -> str:
 
 
 class ImageBatches:
-    """Iterable of (B, 3, size, size) batches over ``paths``; ``len`` is the number of batches."""
+    """Iterable of (B, 3, size, size) batches over ``paths``; ``len`` is the number of batches. ``size`` None
+    keeps every image at its own size, one image per batch (a tiled detector cuts it up itself)."""
 
-    def __init__(self, paths: Sequence[str | Path], *, size: int, batch_size: int = 16,
+    def __init__(self, paths: Sequence[str | Path], *, size: int | None, batch_size: int = 16,
                  max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = DEFAULT_WORKERS):
         self.paths = [Path(p) for p in paths]
         self.size = size
-        self.batch_size = batch_size
+        self.batch_size = batch_size if size is not None else 1
         self.max_pixels = max_pixels
         self.workers = workers
         self.loaded: list[Path] = []
@@ -69,7 +70,8 @@ class ImageBatches:
     def _load(self, path: Path) -> Tensor | str:
         """(3, S, S) image, or why the file cannot be read."""
         try:
-            return resize(read_image(path, max_pixels=self.max_pixels), self.size)
+            image = read_image(path, max_pixels=self.max_pixels)
+            return image if self.size is None else resize(image, self.size)
         except ImageError as exc:
             return exc.reason
 

@@ -51,23 +51,27 @@ def random_projection(features: Tensor, dim: int, generator: torch.Generator,
 
 
 def greedy_coreset(features: Tensor, size: int, *, seed: int = 0, projection_dim: int = 128,
-                   n_starts: int = 10, pool_size: int = 4096, progress: bool = True) -> Tensor:
+                   n_starts: int = 10, pool_size: int = 4096, progress: bool = True,
+                   starts: Tensor | None = None) -> Tensor:
     """Indices (M,) of a greedy k-center coreset of ``size`` rows of ``features`` (N, D).
 
     ``n_starts`` random features seed the coreset (several starts keep the first picks from hinging on one
-    random row); everything is deterministic given ``seed``. ``projection_dim`` ≥ D measures distances on
-    the features themselves. ``pool_size`` only trades the length of a round against its bookkeeping; the
-    picks do not depend on it.
+    random row); everything is deterministic given ``seed``. ``starts`` (S,) instead names rows that are
+    centres already — an old memory bank joining new patches — and the greedy picks continue from them (they
+    come first in the result). ``projection_dim`` ≥ D measures distances on the features themselves.
+    ``pool_size`` only trades the length of a round against its bookkeeping; the picks do not depend on it.
     """
     n = features.shape[0]
-    if not 1 <= size <= n:
-        raise ParameterError(f"coreset size must be between 1 and {n}, got {size}")
+    if not 1 <= size <= n or starts is not None and not len(starts) <= size:
+        raise ParameterError(f"coreset size must be between {1 if starts is None else len(starts)} and {n}, "
+                             f"got {size}")
     if projection_dim < 1 or n_starts < 1 or pool_size < 1:
         raise ParameterError(f"projection_dim, n_starts and pool_size must be at least 1, "
                              f"got {projection_dim}, {n_starts}, {pool_size}")
     generator = torch.Generator().manual_seed(seed)
     cover = _Cover(random_projection(features, projection_dim, generator))
-    starts = torch.randperm(n, generator=generator)[:min(n_starts, size)]
+    if starts is None:
+        starts = torch.randperm(n, generator=generator)[:min(n_starts, size)]
     cover.add(starts)
     picks = [starts]
     rounds = _rounds(cover, size - len(starts), pool_size)

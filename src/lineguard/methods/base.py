@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -52,6 +53,10 @@ class NotFittedError(LineguardError, RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
 
 
+class CannotGrowError(LineguardError, TypeError):
+    """``update`` on a method whose reference cannot take more normal images without refitting."""
+
+
 class Detector(ABC):
     """Base of all methods. Subclasses set ``name``, take ``image_size`` and implement ``_fit`` and ``_predict``;
     the public ``fit`` and ``predict`` check the parameters and the fitted state first."""
@@ -69,6 +74,8 @@ class Detector(ABC):
     file_params: ClassVar[tuple[str, ...]] = ("weights",)
     #: Learned tensors (or a network's entries, by their last name) holding indices or counts: int64, not float32.
     integer_state: ClassVar[frozenset[str]] = frozenset({"num_batches_tracked"})
+    #: True where ``update`` can add normal images to the fitted reference (a bank, running statistics).
+    grows: ClassVar[bool] = False
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -97,8 +104,31 @@ class Detector(ABC):
     def fit(self, images: ImageInput = ()) -> Self:
         """Learn from normal images (few-shot: the support set). Test-batch methods accept nothing here."""
         self.validate_params()
+        vars(self).pop("updates_", None)  # a new fit starts a new history
         self._fit(images)
         return self
+
+    def update(self, images: ImageInput) -> Self:
+        """Add normal images to the fitted reference without refitting (and without the images it was fitted
+        on), and note how many and when in ``updates_``, which is saved with the model. Thresholds stay as they
+        were: calibrate again on good images neither fitted nor added."""
+        self.check_fitted()
+        self.check_growable()
+        self.validate_params()
+        added = self._update(images)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        self.updates_ = [*getattr(self, "updates_", []), {"images": added, "at": stamp}]
+        return self
+
+    def check_growable(self) -> None:
+        """Raise :class:`CannotGrowError` when ``update`` cannot work on this detector."""
+        if not self.grows:
+            raise CannotGrowError(f"{self.name} cannot add normal images to a fitted model: fit it again on all "
+                                  "of them (update works for patchcore, fewshot, knn, spade and padim)")
+
+    def _update(self, images: ImageInput) -> int:
+        """Grow the learned state with the normal images; return how many were added."""
+        raise NotImplementedError
 
     def predict(self, images: ImageInput) -> Prediction:
         """Score images; maps come at the detector's working resolution. A test-batch method scores the batch
@@ -233,7 +263,7 @@ def create(name: str, **params: Any) -> Detector:
 
 def load(folder: str | Path) -> Detector:
     """Load a detector saved with :meth:`Detector.save`: safetensors + JSON, from inside ``folder`` only,
-    every part checked (:mod:`lineguard.methods.model_folder`)."""
+    every part checked (:mod:`lineguard.methods.model_folder`); tiled again if it was saved tiled."""
     folder = Path(folder)
     method, params, state = model_folder.read_config(folder)
     where = folder / model_folder.CONFIG_FILE
@@ -247,7 +277,9 @@ def load(folder: str | Path) -> Detector:
     tensors = model_folder.read_tensors(folder)
     model_folder.check_state(cls, tensors, state, folder)
     detector._restore(tensors, state)
-    return detector
+    from lineguard.tiling import read_tiling  # tiling wraps detectors: imported late
+
+    return read_tiling(folder, detector)
 
 
 def as_batches(images: ImageInput, batch_size: int) -> Iterable[Tensor]:

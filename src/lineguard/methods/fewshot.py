@@ -118,11 +118,11 @@ class FewShot(PatchCore):
             yield batch.float() if reference is None else match_lighting(batch.float(), reference)
 
     def fit_batches(self, images: ImageInput) -> Iterator[Tensor]:
-        """Batches of (≤ batch_size, 3, S, S) views of the support ``fit`` resized, augmented one input batch
-        at a time."""
+        """Batches of (≤ batch_size, 3, S, S) views of the support (or of the images ``update`` adds), resized,
+        matched to the support's lighting and augmented one input batch at a time."""
         augment, generator = self.augmentations(), torch.Generator().manual_seed(self.seed)
         for batch in self._matched(as_batches(images, self.batch_size)):
-            yield from augment.expand(batch, generator).split(self.batch_size)
+            yield from augment.expand(fit_size(batch, self.image_size), generator).split(self.batch_size)
 
     def query_batches(self, images: ImageInput) -> Iterator[Tensor]:
         return self._matched(super().query_batches(images))

@@ -6,7 +6,8 @@ Such a method supplies only what is its own:
 
 * ``learn(features)`` — its reference from the normal images' features (an iterator of at least one batch);
 * ``patch_scores(features)`` — (B, h, w) anomaly scores of one batch's patches;
-* optionally ``features(batches, description)`` — what it computes per image batch (default: the extractor's
+* optionally ``grow(features)`` — the reference widened by more normal images' features (``update``;
+  set ``grows = True``); ``features(batches, description)`` — what it computes per image batch (default: the extractor's
   aggregated patch features (B, D, h, w)), ``image_scores(grid, maps)`` — the image reduction (default: the
   highest patch score), or ``score_batch`` when its image scores need more than the grid (PatchCore's
   re-weighting needs the nearest bank rows).
@@ -57,6 +58,10 @@ class GridDetector(BackboneFeatures, Detector):
         """Set the learned state from the normal images' features (at least one batch)."""
         raise NotImplementedError
 
+    def grow(self, features: Iterator[Any]) -> None:
+        """Widen the learned state with more normal images' features (at least one batch)."""
+        raise NotImplementedError
+
     def patch_scores(self, features: Any) -> Tensor:
         """(B, h, w) anomaly scores of one batch's patches."""
         raise NotImplementedError
@@ -89,6 +94,22 @@ class GridDetector(BackboneFeatures, Detector):
         if first is None:
             raise NoImagesError(f"{self.name}: fit needs at least one normal image")
         self.learn(chain([first], features))
+
+    def _update(self, images: ImageInput) -> int:
+        counted = [0]
+
+        def counting(batches: Iterable[Tensor]) -> Iterator[Tensor]:
+            for batch in batches:
+                counted[0] += len(batch)
+                yield batch
+
+        features = self.features(self.fit_batches(counting(as_batches(images, self.batch_size))),
+                                 f"{self.name}: new normal features")
+        first = next(features, None)
+        if first is None:
+            raise NoImagesError(f"{self.name}: update needs at least one normal image")
+        self.grow(chain([first], features))
+        return counted[0]
 
     @torch.no_grad()
     def _predict(self, images: ImageInput) -> Prediction:

@@ -2,6 +2,7 @@
 
 The simplest full-shot method and the upper bound of what a coreset can keep: a query patch scores its
 Euclidean distance to the nearest normal patch (mean over ``k`` neighbours); the image score is the maximum.
+``update`` appends the new images' patches: the same bank a fit on everything builds.
 
 Letters: N images, D feature dimension, h × w the feature grid, M bank size.
 """
@@ -24,6 +25,7 @@ class KNN(GridDetector):
     name = "knn"
     parameter_constraints = {"k": [POSITIVE]}
     search_bank = "memory_bank_"
+    grows = True
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  patch_size: int = 3, k: int = 1, sigma: float = 4.0, weights: str | None = None,
@@ -40,6 +42,9 @@ class KNN(GridDetector):
 
     def learn(self, features: Iterator[Tensor]) -> None:
         self.memory_bank_ = torch.cat([flatten_patches(f) for f in features])  # -> (M, D)
+
+    def grow(self, features: Iterator[Tensor]) -> None:
+        self.memory_bank_ = torch.cat([self.memory_bank_, *(flatten_patches(f) for f in features)])  # -> (M', D)
 
     def patch_scores(self, features: Tensor) -> Tensor:
         n, _, h, w = features.shape

@@ -7,7 +7,8 @@ position, and a patch scores its Mahalanobis distance to its position's Gaussian
 sample covariance plus ``eps`` · I, which keeps it invertible with a handful of images (with K images it
 has rank K − 1, and the floor turns the distance outside their span into a scaled Euclidean one);
 Ledoit–Wolf shrinkage toward a scaled identity is an option. The precision matrices are stored (float32),
-so scoring is one batched matrix product.
+so scoring is one batched matrix product. ``update`` merges new images into the means and covariances (kept
+as running statistics with the image count), as if they had been fitted together; not with Ledoit–Wolf.
 
 Measured (Lite0, 256 px): all 176 channels match anomalib's PaDiM (which keeps them all) on bottle and
 Magnetic Tile; a random 100 of them lose 0.003 pixel AUROC and 0.015 AUPRO on bottle, and Ledoit–Wolf
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from lineguard.backbones import backbone_levels
 from lineguard.errors import ParameterError
-from lineguard.methods.base import Detector, register
+from lineguard.methods.base import CannotGrowError, Detector, register
 from lineguard.methods.grid import GridDetector
 from lineguard.params import POSITIVE, Interval, Options
 from lineguard.progress import track
@@ -90,6 +91,7 @@ class PaDiM(GridDetector):
     integer_state = Detector.integer_state | {"channels_"}  # the channels kept: indices
     parameter_constraints = {"n_features": [POSITIVE], "eps": [Interval(float, 0, None)],
                              "shrinkage": [Options(*SHRINKAGE)]}
+    grows = True
     patch_size: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
@@ -125,21 +127,63 @@ class PaDiM(GridDetector):
             raise ParameterError(f"PaDiM with {d} channels at {n_positions} positions needs "
                                  f"{n_positions * d * d * 4 / 1e9:.0f} GB of precision matrices: set n_features "
                                  f"(the paper keeps 100 of ResNet-18's 448 channels, 550 of WRN-50's 1792)")
-        feats = [f.flatten(2)[:, self.channels_] for f in (first, *features)]  # [(B, d, P)]
         self.mean_ = torch.empty(n_positions, d)
         self.precision_ = torch.empty(n_positions, d, d)
-        identity = torch.eye(d, dtype=torch.float64)
         estimate = ledoit_wolf if self.shrinkage == "ledoit-wolf" else sample_covariance
-        for start in range(0, n_positions, _POSITIONS_AT_ONCE):
-            stop = min(start + _POSITIONS_AT_ONCE, n_positions)
-            x = torch.cat([f[:, :, start:stop] for f in feats]).permute(2, 0, 1).double()  # (G, N, d)
-            covariance = estimate(x) + self.eps * identity
-            # Σ⁻¹ = L⁻ᵀ L⁻¹ from the Cholesky factor: a triangular solve, several times faster on CPU than
-            # torch.cholesky_inverse or a batched LU inverse
-            factor_inverse = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance),
-                                                           identity.expand_as(covariance), upper=False)
-            self.mean_[start:stop] = x.mean(dim=1)
-            self.precision_[start:stop] = factor_inverse.mT @ factor_inverse
+        positions, self.n_images_ = self._by_position((first, *features))
+        for where, x in positions:  # x: (G, N, d)
+            self.mean_[where] = x.mean(dim=1).float()
+            self.precision_[where] = self._precision(estimate(x))
+
+    def check_growable(self) -> None:
+        super().check_growable()
+        if self.shrinkage != "none":
+            raise CannotGrowError(f"padim with shrinkage={self.shrinkage!r} cannot grow (its covariance is not a "
+                                  "running statistic): fit it again on all images")
+        if not hasattr(self, "n_images_"):
+            raise CannotGrowError("this padim model was saved before models counted their images: fit it again")
+
+    def grow(self, features: Iterator[Tensor]) -> None:
+        """Merge the new images' means and covariances into the stored ones (Chan et al.'s pairwise update):
+        the covariance comes back from the stored precision, so the result equals a fit on everything up to
+        float32 rounding."""
+        positions, n_new = self._by_position(features)
+        n_old = self.n_images_
+        n = n_old + n_new
+        identity = torch.eye(len(self.channels_), dtype=torch.float64)
+        for where, x in positions:  # x: (G, n_new, d)
+            old_mean = self.mean_[where].double()  # (G, d)
+            old_covariance = torch.cholesky_inverse(torch.linalg.cholesky(self.precision_[where].double()))
+            delta = x.mean(dim=1) - old_mean  # (G, d)
+            scatter = ((old_covariance - self.eps * identity) * max(n_old - 1, 0)
+                       + sample_covariance(x) * max(n_new - 1, 0)
+                       + delta[:, :, None] * delta[:, None, :] * (n_old * n_new / n))  # (G, d, d)
+            self.mean_[where] = (old_mean + delta * (n_new / n)).float()
+            self.precision_[where] = self._precision(scatter / max(n - 1, 1))
+        self.n_images_ = n
+
+    def _by_position(self, features: Iterable[Tensor]) -> tuple[Iterator[tuple[slice, Tensor]], int]:
+        """The images' kept channels gathered position block by position block, (G, N, d) float64 each (which
+        bounds the temporaries), and N."""
+        feats = [f.flatten(2)[:, self.channels_] for f in features]  # [(B, d, P)]
+        n_positions = feats[0].shape[2]
+
+        def blocks() -> Iterator[tuple[slice, Tensor]]:
+            for start in range(0, n_positions, _POSITIONS_AT_ONCE):
+                where = slice(start, min(start + _POSITIONS_AT_ONCE, n_positions))
+                yield where, torch.cat([f[:, :, where] for f in feats]).permute(2, 0, 1).double()
+
+        return blocks(), sum(len(f) for f in feats)
+
+    def _precision(self, covariance: Tensor) -> Tensor:
+        """(G, d, d) float64 covariances -> float32 precisions (Σ + eps · I)⁻¹. Σ⁻¹ = L⁻ᵀ L⁻¹ from the
+        Cholesky factor: a triangular solve, several times faster on CPU than torch.cholesky_inverse or a
+        batched LU inverse."""
+        identity = torch.eye(covariance.shape[-1], dtype=torch.float64)
+        covariance = covariance + self.eps * identity
+        factor_inverse = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance),
+                                                       identity.expand_as(covariance), upper=False)
+        return (factor_inverse.mT @ factor_inverse).float()
 
     def _choose_channels(self, available: int) -> Tensor:
         """A seeded random subset of ``n_features`` channel indices (all of them for None), sorted."""

@@ -7,6 +7,14 @@ the search. A test patch scores its distance to the nearest bank patch; the map 
 and blurred (σ = 4); the image score is the largest patch score, re-weighted by how crowded the bank is
 around that patch's nearest neighbour (``scoring.image.reweighted_max``, the paper's eq. 7).
 
+``update`` grows the bank without the old images: greedy k-center continues from the old bank as centres
+already, over the old bank and the new patches, and adds as many rows as a fit would keep of the new patches
+(``coreset_ratio`` of them), so the bank ends the size a fit on everything gives. It is exactly the coreset
+greedy k-center over everything would pick if its first picks had been the old bank: every old patch stays
+within the old covering radius r₀ of the bank, every new patch within the merged round's radius r₁ — so all
+patches seen lie within max(r₀, r₁) of the grown bank, where a fit on everything covers them within its own
+r (both greedy, each within 2× the best possible radius for its size).
+
 ``baseline_quantile`` (off by default, as in the paper) subtracts that quantile of an image's own patch scores
 from its image score (``scoring.image.above_baseline``): a normal look the bank lacks (say a lighting the few
 support images were not taken under) raises every patch of the image alike, a defect only its own.
@@ -38,6 +46,7 @@ class PatchCore(GridDetector):
                              "projection_dim": [POSITIVE], "baseline_quantile": [QUANTILE],
                              "search": [Options(*SEARCH_BACKENDS)]}
     search_bank = "memory_bank_"
+    grows = True
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  patch_size: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.1,
@@ -73,6 +82,14 @@ class PatchCore(GridDetector):
         keep = greedy_coreset(patches, coreset_size(len(patches), self.coreset_ratio), seed=self.seed,
                               projection_dim=self.projection_dim)
         self.memory_bank_ = patches[keep].contiguous()  # -> (M, D)
+
+    def grow(self, features: Iterator[Tensor]) -> None:
+        new = torch.cat([flatten_patches(f) for f in features])  # -> (N_new·h·w, D)
+        old = len(self.memory_bank_)
+        merged = torch.cat([self.memory_bank_, new])  # -> (M + N_new·h·w, D)
+        keep = greedy_coreset(merged, old + coreset_size(len(new), self.coreset_ratio), seed=self.seed,
+                              projection_dim=self.projection_dim, starts=torch.arange(old))
+        self.memory_bank_ = merged[keep].contiguous()  # -> (M', D)
 
     def score_batch(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest-bank distances as patch scores; the image score re-weighted (and above its baseline)."""

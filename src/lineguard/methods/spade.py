@@ -4,7 +4,8 @@ A test image is first compared, as a whole, with every normal image (global aver
 features). Its patches are then matched only against the patches of its ``k_images`` nearest normal images
 — images of the same kind of part, in the same pose — so a patch scores its distance to the closest patch
 it could plausibly be. All normal patch features are kept (no coreset): accurate on aligned parts, and
-slower than PatchCore on large training sets.
+slower than PatchCore on large training sets. ``update`` appends the new images' global and patch features:
+the same reference a fit on everything builds.
 
 Two choices differ from the paper, both measured (Lite0, 256 px): the image score is the maximum of the
 map, not the mean distance of the global features to the K nearest (image AUROC bottle 0.998 vs 0.990,
@@ -35,6 +36,7 @@ from lineguard.scoring.image import max_score
 class SPADE(GridDetector):
     name = "spade"
     parameter_constraints = {"k_images": [POSITIVE]}
+    grows = True
 
     def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  patch_size: int = 1, k_images: int = 10, sigma: float = 4.0, weights: str | None = None,
@@ -56,10 +58,19 @@ class SPADE(GridDetector):
             yield levels[-1].mean(dim=(2, 3)), patch_features(levels, patch_size=self.patch_size)
 
     def learn(self, features: Iterator[tuple[Tensor, Tensor]]) -> None:
+        self.global_features_, self.patch_features_ = self._stacked(features)  # -> (N, G), (N, P, D)
+
+    def grow(self, features: Iterator[tuple[Tensor, Tensor]]) -> None:
+        new_global, new_patches = self._stacked(features)
+        self.global_features_ = torch.cat([self.global_features_, new_global])
+        self.patch_features_ = torch.cat([self.patch_features_, new_patches])
+
+    @staticmethod
+    def _stacked(features: Iterator[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """Per-batch (B, G) and (B, D, h, w) -> (N, G) global features, (N, P, D) patch features."""
         pairs = list(features)
-        self.global_features_ = torch.cat([g for g, _ in pairs])  # -> (N, G)
         patches = [p.flatten(2).transpose(1, 2) for _, p in pairs]  # [(B, P, D)]
-        self.patch_features_ = torch.cat(patches).contiguous()  # -> (N, P, D)
+        return torch.cat([g for g, _ in pairs]), torch.cat(patches).contiguous()
 
     def patch_scores(self, features: tuple[Tensor, Tensor]) -> Tensor:
         global_feats, feats = features

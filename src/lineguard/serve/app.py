@@ -88,7 +88,7 @@ class ModelInfo(BaseModel):
     method: str
     params: dict
     uses_normal_images: bool
-    image_size: int
+    image_size: int | None  # None: a tiled model, images scored at their own size
     thresholds: dict[str, float]
     calibration: str
     normalized_threshold: float

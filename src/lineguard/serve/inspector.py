@@ -85,12 +85,12 @@ class Inspector:
                                      "calibrate` on it before serving")
         self.detector = detector
         self.limits = limits
-        self.size = detector.image_size
+        self.size = detector.image_size  # None: a tiled model, which scores images at their own size
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: deque[dict] = deque(maxlen=history)
         if detector.uses_normal_images:  # build lazy caches now: the first request is not the slow one
-            self._predict(torch.zeros(1, 3, self.size, self.size))
+            self._predict(torch.zeros(1, 3, self.size or 64, self.size or 64))
 
     def decode(self, filename: str, file: BinaryIO) -> torch.Tensor:
         """An uploaded file (spooled, never whole in memory, never written elsewhere to be read back) -> (3, H, W)
@@ -115,15 +115,15 @@ class Inspector:
         """(filename, file) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
         start = time.perf_counter()
         decoded = [self.decode(name, data) for name, data in uploads]  # (3, H_i, W_i) each
-        batch = torch.stack([resize(image, self.size) for image in decoded])  # (N, 3, S, S)
+        pictures = [image if self.size is None else resize(image, self.size) for image in decoded]  # (3, S, S)
         try:
-            prediction = self._predict(batch)
+            prediction = self._predict(torch.stack(pictures) if self.size else [p[None] for p in pictures])
         except ValueError as exc:  # e.g. a test-batch method given too few images
             raise UploadError(400, str(exc)) from None
         seconds = (time.perf_counter() - start) / len(uploads)
         results = []
         found = decide(prediction.scores, prediction.maps, self.detector.thresholds)
-        for (name, _), image, finding, picture in zip(uploads, decoded, found, batch, strict=True):
+        for (name, _), image, finding, picture in zip(uploads, decoded, found, pictures, strict=True):
             size = tuple(image.shape[1:])
             result = {"id": next(self._ids), "filename": name, "width": size[1], "height": size[0],
                       **finding.summary(size), "seconds": round(seconds, 4), "received": time.time()}

@@ -9,6 +9,9 @@ exact masks. Three kinds:
 * ``texture``: a woven surface (``flat.py``);
 * ``posed``: a screw-like part at an arbitrary rotation and position (``posed.py``) — a normal patch recurs
   only in the images that share its pose.
+
+``make_sheets`` draws high-resolution woven sheets whose flaws are a tiny share of the frame (``sheet.py``):
+what a resize to the working size loses and tiling keeps.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from lineguard.synthetic import flat, posed
+from lineguard.synthetic import flat, posed, sheet
 
 Kind = Literal["part", "texture", "posed"]
 DEFECTS: dict[str, tuple[str, ...]] = {"part": flat.DEFECTS, "texture": flat.DEFECTS, "posed": posed.DEFECTS}
@@ -73,3 +76,17 @@ def write_mvtec_layout(root: str | Path, *, kind: Kind = "part", size: int = 256
 def _save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
+
+
+def make_sheets(n_good: int, n_flawed: int, *, height: int = 768, width: int = 1536, area: tuple[float, float] =
+                (0.0005, 0.005), seed: int = 0) -> list[SyntheticImage]:
+    """High-resolution woven sheets (``sheet.py``): ``n_good`` good, then ``n_flawed`` with one flaw each,
+    covering a share of the frame drawn log-uniformly from ``area``."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n_good + n_flawed):
+        flaw = sheet.FLAWS[i % len(sheet.FLAWS)] if i >= n_good else None
+        share = float(np.exp(rng.uniform(*np.log(area))))
+        image, mask = sheet.sheet(rng, height, width, flaw, share)
+        items.append(SyntheticImage((image * 255).round().astype(np.uint8), mask, flaw or "good"))
+    return items

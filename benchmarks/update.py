@@ -1,0 +1,138 @@
+"""Growing a fitted model's normal set (``Detector.update``) against fitting on everything at once.
+
+For each dataset the good training images are shuffled (seed 0) and cut in four quarters. The model is fitted
+on the first quarter, then updated with one more quarter at a time; after each step it is scored on the test
+split, and a model fitted from scratch on all the images seen so far is timed and scored beside it. Targets
+(issue 20): after the last step within 0.005 image AUROC, pixel AUROC and AUPRO of the fit on everything,
+and each update at most 0.3 × the seconds of that refit. Times are CPU seconds of the process (so a busy
+machine does not skew the ratio) and include decoding the images, as a user's ``lineguard update`` /
+``lineguard fit`` would.
+
+    python benchmarks/update.py --data path/to/mvtec_ad/bottle --data path/to/mtd/magnetic_tile --threads 1
+    python benchmarks/update.py --data path/to/mvtec_ad/bottle --method padim --param n_features=100
+
+Rows go to ``results/update/update.jsonl`` as they are measured (one per step: the grown and the refitted
+model), the table to ``results/update/update.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from lineguard.cli import parse_param
+from lineguard.evaluation import load_masks
+from lineguard.io.batches import ImageBatches
+from lineguard.io.datasets import load_dataset
+from lineguard.methods import Detector, create
+from lineguard.metrics import evaluate
+
+OUT = Path(__file__).parent / "results" / "update"
+STEPS = 4  # the first quarter fitted, three more added
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def timed(work) -> float:
+    """CPU seconds of ``work`` in this process (all its threads): on a shared machine the wall clock measures
+    the neighbours, the CPU time this work."""
+    start = time.process_time()
+    work()
+    return time.process_time() - start
+
+
+def grow(root: Path, method: str, params: dict, size: int, batch_size: int, out: Path) -> None:
+    """Measure one dataset, unless its last step is on file (an unfinished one is measured again)."""
+    path = out / "update.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    mine = [r for r in rows if (r["dataset"], r["method"], r["params"]) == (root.name, method, params)]
+    if any(r["step"] == STEPS - 1 for r in mine):
+        return
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r not in mine))
+    dataset = load_dataset(root)
+    good = list(dataset.good_train)
+    random.Random(0).shuffle(good)
+    test = ImageBatches([s.path for s in dataset.test], size=size, batch_size=batch_size)
+    test_batches = list(test)  # decoded once, scored by every model
+    by_path = {s.path: s for s in dataset.test}
+    samples = [by_path[p] for p in test.loaded]
+    labels = torch.tensor([s.label for s in samples])
+    masks = load_masks(samples, size, dataset.mask_threshold)
+
+    def score(detector: Detector) -> dict[str, float]:
+        prediction = detector.predict(test_batches)
+        metrics = evaluate(labels, prediction.scores, masks, prediction.maps)
+        return {k: round(float(metrics[k]), 4) for k in METRICS}
+
+    def batches(paths: list[Path]) -> ImageBatches:
+        return ImageBatches(paths, size=size, batch_size=batch_size)
+
+    cuts = [round(len(good) * (step + 1) / STEPS) for step in range(STEPS)]
+    grown = create(method, image_size=size, **params)
+    seconds = timed(lambda: grown.fit(batches(good[:cuts[0]])))
+    row = {"dataset": root.name, "method": method, "params": params, "step": 0, "images": cuts[0],
+           "threads": torch.get_num_threads(), "grown_seconds": round(seconds, 2), "grown": score(grown)}
+    write(out, row)
+    for step in range(1, STEPS):
+        added = good[cuts[step - 1]:cuts[step]]
+        update_seconds = timed(lambda added=added: grown.update(batches(added)))
+        refit = create(method, image_size=size, **params)
+        refit_seconds = timed(lambda step=step, refit=refit: refit.fit(batches(good[:cuts[step]])))
+        write(out, {**row, "step": step, "images": cuts[step], "grown_seconds": round(update_seconds, 2),
+                    "refit_seconds": round(refit_seconds, 2), "grown": score(grown), "refit": score(refit)})
+
+
+def write(out: Path, row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    with open(out / "update.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def table(out: Path) -> None:
+    rows = [json.loads(line) for line in (out / "update.jsonl").read_text().splitlines()]
+    lines = ["Fit on the first quarter of the good training images (step 0), then `update` with one more quarter "
+             "per step, against a fit on all images seen so far; CPU seconds of the process, decoding included.",
+             "", "| dataset | method | params | step | images | update s | refit s | update / refit | grown image "
+             "AUROC / pixel AUROC / AUPRO | refit image AUROC / pixel AUROC / AUPRO | largest gap | threads |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        params = " ".join(f"{k}={v}" for k, v in r["params"].items())
+        grown = " / ".join(f"{r['grown'][k]:.3f}" for k in METRICS)
+        if "refit" in r:
+            refit = " / ".join(f"{r['refit'][k]:.3f}" for k in METRICS)
+            gap = f"{max(abs(r['grown'][k] - r['refit'][k]) for k in METRICS):.4f}"
+            ratio = r["grown_seconds"] / r["refit_seconds"]
+            timing = f"{r['grown_seconds']:.1f} | {r['refit_seconds']:.1f} | {ratio:.2f}"
+        else:
+            refit, gap, timing = "–", "–", f"(fit {r['grown_seconds']:.1f}) | – | –"
+        lines.append(f"| {r['dataset']} | {r['method']} | {params} | {r['step']} | {r['images']} | {timing} | "
+                     f"{grown} | {refit} | {gap} | {r['threads']} |")
+    (out / "update.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
+    parser.add_argument("--method", default="patchcore")
+    parser.add_argument("--param", action="append", default=[], help="method parameter KEY=VALUE")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores; CPU seconds add them up)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for root in args.data:
+        grow(root, args.method, dict(parse_param(p) for p in args.param), args.image_size, args.batch_size,
+             args.out)
+    table(args.out)
+
+
+if __name__ == "__main__":
+    main()
