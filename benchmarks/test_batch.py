@@ -41,10 +41,12 @@ PEER_SEEDS = (0,)  # the all-pairs pass costs 10–20 × testbatch: one draw per
 # the posed synthetic parts, as benchmarked: 320 good training images, 40 good and 120 defective test images
 POSED = {"kind": "posed", "size": 512, "n_train": 320, "n_test_good": 40, "n_test_defective": 120, "seed": 0}
 COLUMNS = ("image_auroc", "pixel_auroc", "aupro")
+REPORT_ONLY = False  # --report-only: tables from the rows on file, nothing run
 
 
 def run_specs(part: str, specs: list[dict], data: dict[str, Path], threads: int) -> list[dict]:
-    """Run the specs not yet in ``<part>.jsonl``, each in a child process; return all rows of ``specs`` done."""
+    """Run the specs not yet in ``<part>.jsonl``, each in a child process (none with ``--report-only``);
+    return all rows of ``specs`` done."""
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{part}.jsonl"
     done = {}
@@ -52,7 +54,7 @@ def run_specs(part: str, specs: list[dict], data: dict[str, Path], threads: int)
         for line in path.read_text().splitlines():
             row = json.loads(line)
             done[json.dumps(row["spec"], sort_keys=True)] = row
-    todo = [s for s in specs if json.dumps(s, sort_keys=True) not in done]
+    todo = [] if REPORT_ONLY else [s for s in specs if json.dumps(s, sort_keys=True) not in done]
     for number, spec in enumerate(todo, 1):
         key = json.dumps(spec, sort_keys=True)
         print(f"{part} {number}/{len(todo)}: {key}", flush=True)
@@ -177,7 +179,10 @@ def main() -> None:
     parser.add_argument("--methods", default="testbatch,peers", help="comma-separated: testbatch, peers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     parser.add_argument("--draws", type=int, default=DRAWS, help="batches drawn per testbatch cell")
+    parser.add_argument("--report-only", action="store_true", help="write the tables from the rows on file")
     args = parser.parse_args()
+    global REPORT_ONLY
+    REPORT_ONLY = args.report_only
     torch.set_num_threads(args.threads)
     if args.part == "posed-data":
         print(write_mvtec_layout(args.spec, **POSED))
@@ -192,7 +197,8 @@ def main() -> None:
     if not data:
         parser.error("give the datasets with --data FOLDER (repeat it)")
     for name, folder in data.items():
-        extract(name, folder)
+        if not args.report_only:
+            extract(name, folder)
     methods = args.methods.split(",")
     if args.part in ("all", "whole"):
         whole(data, methods, args.threads)
