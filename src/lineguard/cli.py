@@ -440,6 +440,25 @@ def serve_command(
     serve(load(model_dir), host=host, port=port, api_key=api_key, limits=limits)
 
 
+@app.command("export")
+def export_command(
+        model_dir: Annotated[Path, typer.Argument(help="Fitted (and calibrated) model folder.")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Export folder to write.")],
+        format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime or OpenVINO) or openvino (IR).")
+                          ] = "onnx") -> None:
+    """Export a model to one graph from images to scores and maps (ONNX or OpenVINO IR) plus export.json with
+    its thresholds, to run without PyTorch (`pip install ./runtime`, lineguard.export.load_export)."""
+    from lineguard.export.exporter import export_detector
+
+    detector = load(model_dir)
+    if detector.thresholds is None:
+        console.print("[yellow]the model has no thresholds: the export gives scores but no decisions "
+                      "(see `lineguard calibrate`)[/yellow]")
+    folder = export_detector(detector, out_dir, format=format)
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    out.print(f"exported {detector.name} ({format}, {size / 2**20:.1f} MB) to {folder}")
+
+
 @app.command()
 def benchmark(data: Annotated[list[Path], typer.Option(help="Dataset folders (repeatable).")],
               method: Annotated[list[str], typer.Option("--method", "-m", help="Methods (repeatable).")],

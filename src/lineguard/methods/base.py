@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lineguard.scoring.threshold import Thresholds
+from lineguard.scoring.threshold import NotCalibratedError, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 
 FORMAT_VERSION = 1
@@ -44,10 +44,6 @@ class Prediction:
 
 class NotFittedError(RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
-
-
-class NotCalibratedError(RuntimeError):
-    """Decisions were asked of a detector that has no thresholds yet."""
 
 
 #: Learned state written by :meth:`Detector.calibrate`: saved with the model, but not what makes it fitted.

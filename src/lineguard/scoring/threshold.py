@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from lineguard.metrics import f1_max
+if TYPE_CHECKING:  # torch and the metrics load where scores are calibrated: thresholds themselves need neither
+    from torch import Tensor
 
 NORMALIZED_THRESHOLD = 1.0
 RULES = ("mu3sigma", "mad", "quantile", "f1")
@@ -46,8 +46,14 @@ class CalibrationError(ValueError):
     """Thresholds cannot be learned from these scores (too few, not finite, all equal, bad rule)."""
 
 
+class NotCalibratedError(RuntimeError):
+    """Decisions were asked of a detector that has no thresholds yet."""
+
+
 def _values(scores: Tensor | np.ndarray, name: str, minimum: int) -> np.ndarray:
-    values = np.asarray(scores.detach().cpu().double() if isinstance(scores, Tensor) else scores, dtype=float)
+    if hasattr(scores, "detach"):  # a torch tensor, perhaps on a GPU: to the CPU first (numpy reads it then)
+        scores = scores.detach().cpu().double()
+    values = np.asarray(scores, dtype=float)
     if values.ndim != 1:
         raise CalibrationError(f"{name} must be one score per image (N,), got shape {values.shape}")
     if values.size < minimum:
@@ -85,6 +91,8 @@ def quantile_threshold(scores: Tensor | np.ndarray, false_alarm_rate: float) -> 
 
 def f1_threshold(labels: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> float:
     """labels (N,) 0/1 and scores (N,) -> the highest threshold of maximal F1."""
+    from lineguard.metrics import f1_max
+
     return f1_max(labels, scores)[1]
 
 
@@ -133,6 +141,8 @@ def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_ala
         raise CalibrationError(f"unknown calibration rule {rule!r}; choose from {', '.join(RULES)}")
     if rule == "f1" and labels is None:
         raise CalibrationError("rule 'f1' needs labels (0 good, 1 defective) for the scores")
+    import torch
+
     maxima = map_maxima(maps)
     good = torch.ones(len(scores), dtype=torch.bool) if labels is None else torch.as_tensor(labels) == 0
     if labels is not None and len(good) != len(scores):
