@@ -33,7 +33,7 @@ def test_blocked_search_finds_the_exact_nearest_rows(data):
 
 
 def test_block_rows_bound_the_temporary_per_image():
-    assert block_rows(1024, 1_000_000) * 1024 == BLOCK_ENTRIES_PER_IMAGE  # 4,096 rows at 256 px (32 × 32)
+    assert block_rows(1024, 1_000_000) * 1024 == BLOCK_ENTRIES_PER_IMAGE  # 1,024 rows at 256 px (32 × 32)
     assert block_rows(1024, 300) == 300  # a small bank is one block
     assert block_rows(BLOCK_ENTRIES_PER_IMAGE * 2, 10) == 1
     with pytest.raises(ValueError, match=r"non-empty \(M, D\)"):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
+SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 _IVF_MIN_BANK = 16_384  # below this a flat index is fast enough and exact
 _IVF_MIN_PER_LIST = 39  # faiss wants this many training rows per list, or it warns
 _BLOCK = 1 << 25  # entries of one queries × bank distance block in the torch search (128 MB of float32)
@@ -36,6 +37,12 @@ def pairwise_sq_distances(queries: Tensor, bank: Tensor, bank_sq_norms: Tensor |
         bank_sq_norms = bank.pow(2).sum(1)
     d2 = torch.addmm(bank_sq_norms[None], queries, bank.T, alpha=-2.0)
     return d2.add_(queries.pow(2).sum(1, keepdim=True)).clamp_min_(0.0)
+
+
+def check_search(search: str) -> None:
+    """Raise unless ``search`` names a backend (a detector's ``search`` parameter, checked at ``fit``)."""
+    if search not in SEARCH_BACKENDS:
+        raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {search!r}")
 
 
 class NearestNeighbours:

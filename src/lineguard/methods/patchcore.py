@@ -25,12 +25,10 @@ from torch import Tensor
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches, reduce_channels
 from lineguard.memory.coreset import coreset_size, greedy_coreset
-from lineguard.memory.knn import NearestNeighbours
+from lineguard.memory.knn import NearestNeighbours, check_search
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
 from lineguard.scoring.image import above_baseline, check_baseline_quantile, reweighted_max
 from lineguard.scoring.maps import anomaly_maps
-
-SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 
 
 @register
@@ -68,8 +66,7 @@ class PatchCore(BackboneFeatures, Detector):
         if self.projection_dim < 1:
             raise ValueError(f"projection_dim must be at least 1, got {self.projection_dim}")
         check_baseline_quantile(self.baseline_quantile)
-        if self.search not in SEARCH_BACKENDS:
-            raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
+        check_search(self.search)
 
     def _bank_images(self, images: ImageInput) -> Iterable[Tensor]:
         """The image batches whose patches the bank is built from: here the normal images themselves."""
