@@ -21,7 +21,7 @@ def data():
 def test_blocked_search_finds_the_exact_nearest_rows(data):
     bank, queries = data
     blocked = BlockedBank(bank, 64)
-    assert len(blocked.blocks()) == 16 and blocked.blocks()[-1][1].shape == (16, 40)
+    assert len(blocked.blocks()) == 16 and blocked.blocks()[-1][1].shape == (40, 16)
     expected, order = NearestNeighbours(bank, backend="torch").search(queries, k=100)
     torch.testing.assert_close(blocked.nearest(queries), expected[:, 0], rtol=1e-5, atol=1e-5)
     for k in (1, 5, 100):  # one block holds fewer than 100 rows: the running best spans blocks

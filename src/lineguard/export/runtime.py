@@ -135,6 +135,9 @@ def onnxruntime_session(graph: Path, threads: int | None) -> Session:
     except ImportError:
         raise ImportError("onnxruntime is not installed: pip install onnxruntime (or lineguard-runtime)") from None
     options = onnxruntime.SessionOptions()
+    # No memory pattern: with a free batch axis it plans one block per input shape and keeps it. PatchCore bottle,
+    # batch 16: peak RSS 457 MB against 601 MB, the same images/s.
+    options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
