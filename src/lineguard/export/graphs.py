@@ -3,8 +3,8 @@
 Every step of ``predict`` is inside, built from the detector's own parts (its backbone module, its extractor's
 aggregation, its learned state, the shared scoring functions), so the graph computes what the detector
 computes: input normalisation (inside the backbone), features, the search or the model, the image score, the
-map's upsampling and blur. One builder per method, registered by name; a method without one, or a setting
-a graph cannot express, is refused with :class:`NotExportableError` saying why.
+map's upsampling and blur. One builder per method, registered by name; a method without one is refused with
+:class:`NotExportableError` saying why.
 
 Letters: N images, S working size, D feature dimension, h × w the feature grid, P = h · w patches per image.
 """
@@ -24,7 +24,7 @@ _BUILDERS: dict[str, GraphBuilder] = {}
 
 
 class NotExportableError(ValueError):
-    """A detector (or a setting of it) that cannot become a graph; the message says why."""
+    """A detector that cannot become a graph; the message says why."""
 
 
 def graph_builder(*names: str) -> Callable[[GraphBuilder], GraphBuilder]:
