@@ -51,14 +51,12 @@ def peak_rss_mb() -> float:
 # -- child processes -------------------------------------------------------------------------------------------
 def load_model(runtime: str, target: Path, threads: int, exact: bool):
     """A predict(numpy) -> (scores, maps) function on ``runtime``; torch only for the PyTorch runtimes."""
-    if runtime in TORCH_FREE:
-        from lineguard.export import load_export
+    import lineguard
 
-        model = load_export(target, runtime=runtime, threads=threads, batch_size=BATCH)
+    if runtime in TORCH_FREE:
+        model = lineguard.load(target, runtime=runtime, threads=threads)  # batches of 16, as BATCH
         return lambda images: (lambda p: (p.scores, p.maps))(model.predict(images))
     import torch
-
-    import lineguard
 
     torch.set_num_threads(threads)
     detector = lineguard.load(target)
@@ -113,16 +111,17 @@ def child(*args: str) -> None:
 # -- the grid -------------------------------------------------------------------------------------------------
 def test_images(data: Path, count: int, size: int, work: Path) -> tuple[Path, list[Path]]:
     """``count`` test images spread evenly over the sorted test split (good and defective), decoded once."""
+    from lineguard.io.batches import ImageBatches
     from lineguard.io.datasets import load_dataset
-    from lineguard.io.images import load_array_batch
 
     samples = load_dataset(data).test
     chosen = [samples[round(i * (len(samples) - 1) / max(count - 1, 1))].path for i in range(count)]
     file = work / f"{data.name}_{size}.npy"
     if not file.exists():
-        images, _, failed = load_array_batch(chosen, size=size)
-        if failed:
-            raise SystemExit(f"unreadable test images: {failed}")
+        batches = ImageBatches(chosen, size=size, batch_size=len(chosen), arrays=True)  # read without torch
+        images = np.concatenate(list(batches))
+        if batches.failed:
+            raise SystemExit(f"unreadable test images: {batches.failed}")
         np.save(file, images)
     return file, chosen
 
@@ -139,7 +138,7 @@ def fit(method: str, data: Path, model: Path) -> None:
 
 def parity(folder: Path, runtime: str, reference: str, thresholds: dict) -> dict:
     """Max |difference| / range of scores and maps, and images with the same decision and regions."""
-    from lineguard.scoring.regions import find
+    from lineguard.inspect import decide
     from lineguard.scoring.threshold import Thresholds
 
     got = [np.load(folder / f"{runtime}.{kind}.npy") for kind in ("scores", "maps")]
@@ -147,8 +146,7 @@ def parity(folder: Path, runtime: str, reference: str, thresholds: dict) -> dict
     rows = {f"{kind}_rel_diff": float(np.abs(g.astype(float) - r).max() / (r.max() - r.min()))
             for kind, g, r in zip(("scores", "maps"), got, ref, strict=True)}
     t = Thresholds(**thresholds)
-    a = find(got[0], t.normalize_scores(got[0]), t.normalize_maps(got[1]))
-    b = find(ref[0], t.normalize_scores(ref[0]), t.normalize_maps(ref[1]))
+    a, b = decide(got[0], got[1], t), decide(ref[0], ref[1], t)
     boxes = [[(r.x0, r.y0, r.x1, r.y1, r.area) for r in f.regions] for f in (*a, *b)]
     rows["same_decisions"] = sum(x.decision == y.decision for x, y in zip(a, b, strict=True))
     rows["same_regions"] = sum(boxes[i] == boxes[i + len(a)] for i in range(len(a)))
@@ -160,6 +158,16 @@ def parity(folder: Path, runtime: str, reference: str, thresholds: dict) -> dict
     return rows
 
 
+def model_thresholds(model: Path, file: Path) -> dict:
+    """The saved model's thresholds (its calibration on held-out good images), as Thresholds fields."""
+    if not file.exists():
+        code = ("import dataclasses, json, sys, lineguard; "
+                "print(json.dumps(dataclasses.asdict(lineguard.load(sys.argv[1]).thresholds)))")
+        done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
+        file.write_text(done.stdout)
+    return json.loads(file.read_text())
+
+
 def run_method(data: Path, method: str, args: argparse.Namespace, done: set, rows_file: Path) -> None:
     work = args.work / data.name / method
     model = work / "model"
@@ -169,8 +177,7 @@ def run_method(data: Path, method: str, args: argparse.Namespace, done: set, row
     images, _ = test_images(data, args.images, size, args.work)
     exports = {"onnxruntime": ("onnx", work / "onnx"), "openvino": ("openvino", work / "openvino")}
     runtimes = ["pytorch"] + (["pytorch-auto"] if config["params"].get("search") == "auto" else []) + list(exports)
-    thresholds = {k[:-1]: v for k, v in config["state"].items() if k.endswith("_") and
-                  k[:-1] in ("image_threshold", "pixel_threshold", "image_center", "pixel_center", "calibration")}
+    thresholds = model_thresholds(model, work / "thresholds.json")
     for runtime in runtimes:
         if (data.name, method, runtime) in done:
             continue

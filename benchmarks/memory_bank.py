@@ -14,12 +14,13 @@ Three parts, each one command:
   throughput (the levels PatchCore uses) against PatchCore's whole ``predict`` (backbone, neighbourhood
   aggregation, search, re-weighting, maps). The target is predict ≥ 0.7 × backbone.
 
-    python benchmarks/memory_bank.py grid
-    python benchmarks/memory_bank.py kshot --backbone effnet-lite0 --backbone effnet-lite2 --threads 1
-    python benchmarks/memory_bank.py kshot --shots 4                  # one K only
-    python benchmarks/memory_bank.py kshot --method fewshot --param brightness=2   # one variant
-    python benchmarks/memory_bank.py throughput
-    python benchmarks/memory_bank.py grid --param device=cuda      # on a GPU (rows keep the parameter)
+    D="--data path/to/mvtec_ad/bottle --data path/to/mtd/magnetic_tile"    # every part takes the folders
+    python benchmarks/memory_bank.py grid $D
+    python benchmarks/memory_bank.py kshot $D --backbone effnet-lite0 --backbone effnet-lite2 --threads 1
+    python benchmarks/memory_bank.py kshot $D --shots 4                  # one K only
+    python benchmarks/memory_bank.py kshot $D --method fewshot --param brightness_views=2   # one variant
+    python benchmarks/memory_bank.py throughput --data path/to/mvtec_ad/bottle
+    python benchmarks/memory_bank.py grid $D --param device=cuda      # on a GPU (rows keep the parameter)
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from lineguard.methods import Detector, create
 from lineguard.metrics import evaluate
 from lineguard.progress import track
 
-DATA = [Path("/work/shared/datasets/mvtec_ad/bottle"), Path("/work/shared/datasets/mtd/magnetic_tile")]
 OUT = Path(__file__).parent / "results" / "memory_bank"
 FULL_SHOT = ["patchcore", "padim", "spade"]
 FEW_SHOT = ["fewshot", "fastrecon", "patchcore"]
@@ -83,7 +83,7 @@ class SharedFeatures(PatchExtractor):
 
     def __call__(self, images: Tensor) -> Tensor:
         digest = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
-        key = (self.backbone_name, tuple(self.levels or ()), self.radius, self.image_size, self.head_key, digest)
+        key = (self.backbone_name, tuple(self.levels or ()), self.patch_size, self.image_size, self.head_key, digest)
         if key not in self.store:
             self.store[key] = super().__call__(images)
         return self.store[key]
@@ -173,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["grid", "kshot", "throughput"])
-    parser.add_argument("--data", type=Path, action="append", help="dataset folder (repeatable)")
+    parser.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
     parser.add_argument("--backbone", action="append", help="backbone name (repeatable; default effnet-lite0)")
     parser.add_argument("--shots", type=int, action="append", help="K of the kshot rows (repeatable; default "
                                                                        "1, 2, 4, 8)")
@@ -187,7 +187,7 @@ def main() -> None:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)  # for subprocesses
         torch.set_num_threads(args.threads)
-    data, backbones = args.data or DATA, args.backbone or ["effnet-lite0"]
+    data, backbones = args.data, args.backbone or ["effnet-lite0"]
     if args.part == "grid":
         grid(data, backbones, args.out, args.param)
     elif args.part == "kshot":

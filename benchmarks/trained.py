@@ -12,9 +12,13 @@
 Rows land in ``benchmarks/results/trained/results.jsonl`` as they finish (a rerun skips them) and the table in
 ``benchmarks/results/trained.md``. Set the thread count for timings that matter:
 
-    python benchmarks/trained.py --threads 1          # everything (about 1.5 h on 1 thread of a busy 2-core CPU)
-    python benchmarks/trained.py --only-methods       # only part 1
-    python benchmarks/trained.py --threads 2 --work /tmp/lineguard-trained
+    D="--data path/to/mvtec_ad/bottle --data path/to/mtd/magnetic_tile"
+    python benchmarks/trained.py $D --threads 1          # everything (about 1.5 h on 1 thread of a busy 2-core CPU)
+    python benchmarks/trained.py $D --only-methods       # only part 1
+    python benchmarks/trained.py $D --threads 2 --work /tmp/lineguard-trained
+
+Datasets are named by their folder's name (``bottle``, ``magnetic_tile``); with two of them the encoder trained
+on each is tried on the other.
 """
 
 from __future__ import annotations
@@ -31,14 +35,11 @@ from pathlib import Path
 from lineguard import benchmarking
 
 ROOT = Path(__file__).resolve().parent
-DATA = ROOT.parent.parent / "shared" / "datasets"
-DATASETS = {"bottle": DATA / "mvtec_ad" / "bottle", "magnetic_tile": DATA / "mtd" / "magnetic_tile"}
 METHODS = ["autoencoder", "dfr", "cse"]
 SHOTS = [2, 4, 8]
 KSHOT = ROOT / "memory_bank.py"
 BACKBONE = "effnet-lite0"  # the encoders are trained on its features
 KSHOT_ROWS = ROOT / "results" / "memory_bank" / "kshot.jsonl"
-PAIRS = (("bottle", "magnetic_tile"), ("magnetic_tile", "bottle"))  # encoder trained on, few-shot on
 # Training length per dataset where the defaults would exceed 15 min on this 2-core CPU: magnetic tile has 3.6×
 # bottle's good images, so its autoencoder and Siamese encoder take about as many optimiser steps as bottle's.
 TRAINING_PARAMS = {("autoencoder", "magnetic_tile"): ["epochs=10"]}
@@ -94,12 +95,17 @@ def finished_encoders(work: Path, datasets: dict[str, Path]) -> dict[str, dict]:
     return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
 
 
-def fewshot_rows(work: Path, threads: int | None, *, run: bool) -> list[dict]:
+def pairs(datasets: dict[str, Path]) -> list[tuple[str, str]]:
+    """(encoder trained on, few-shot on): every ordered pair of different datasets."""
+    return [(source, target) for source in datasets for target in datasets if source != target]
+
+
+def fewshot_rows(work: Path, datasets: dict[str, Path], threads: int | None, *, run: bool) -> list[dict]:
     """Few-shot on each dataset at K = 2, 4, 8, plain and with the encoder trained on the other dataset, through
     the K-shot harness (``run=False``: only read the rows on file)."""
-    for source, target in PAIRS if run else ():
+    for source, target in pairs(datasets) if run else ():
         for params in ([], [f"encoder={work / f'encoder-{source}'}"]):
-            subprocess.check_call([sys.executable, str(KSHOT), "kshot", "--data", str(DATASETS[target]),
+            subprocess.check_call([sys.executable, str(KSHOT), "kshot", "--data", str(datasets[target]),
                                    "--method", "fewshot", *[f"--shots={k}" for k in SHOTS],
                                    *[f"--param={p}" for p in params], *([f"--threads={threads}"] if threads else [])])
     rows = [(json.loads(key), row) for key, row in benchmarking.read_rows(KSHOT_ROWS).items()]
@@ -107,10 +113,10 @@ def fewshot_rows(work: Path, threads: int | None, *, run: bool) -> list[dict]:
             if run["method"] == "fewshot" and run["shots"] in SHOTS and run["backbone"] == BACKBONE]
 
 
-def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
+def encoder_comparison(rows: list[dict], work: Path, datasets: dict[str, Path]) -> list[str]:
     """Few-shot image AUROC with the cross-dataset encoder against plain features, mean ± std over seeds, and
     the difference draw by draw (the same support images either way)."""
-    variant = {(): "plain"} | {(f"encoder={work / f'encoder-{source}'}",): source for source, _ in PAIRS}
+    variant = {(): "plain"} | {(f"encoder={work / f'encoder-{source}'}",): source for source in datasets}
     cells: dict[tuple[str, int, str], dict[int, float]] = {}
     for row in rows:
         run = json.loads(row["run"])
@@ -120,7 +126,7 @@ def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
 
     lines = ["| few-shot on | encoder trained on | K | plain features | Siamese encoder | difference | "
              "by draw |", "|---|---|---|---|---|---|---|"]
-    for source, target in PAIRS:
+    for source, target in pairs(datasets):
         for k in SHOTS:
             plain, encoded = cells.get((target, k, "plain"), {}), cells.get((target, k, source), {})
             paired = sorted(plain.keys() & encoded.keys())
@@ -134,6 +140,8 @@ def encoder_comparison(rows: list[dict], work: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="dataset folder (repeatable), named by the folder's name")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "trained")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lineguard-trained"),
                         help="where trained encoders are kept")
@@ -147,7 +155,8 @@ def main() -> None:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
-    runs = [run for name, data in DATASETS.items() for method in METHODS
+    datasets = {folder.name: folder for folder in args.data}
+    runs = [run for name, data in datasets.items() for method in METHODS
             for run in benchmarking.plan(data=[data], methods=[method], backbones=[BACKBONE], shots=[None],
                                          seeds=[0], params=TRAINING_PARAMS.get((method, name), []),
                                          image_size=None)]
@@ -157,10 +166,10 @@ def main() -> None:
         return
     encoders: dict[str, dict] = {}
     if not args.skip_encoder:
-        epochs = {name: args.encoder_epochs or ENCODER_EPOCHS[name] for name in DATASETS}
-        encoders = (finished_encoders(args.work, DATASETS) if args.table_only
-                    else train_encoders(args.work, DATASETS, epochs))
-    fewshot = fewshot_rows(args.work, args.threads, run=not args.table_only) if encoders else []
+        epochs = {name: args.encoder_epochs or ENCODER_EPOCHS.get(name, 10) for name in datasets}
+        encoders = (finished_encoders(args.work, datasets) if args.table_only
+                    else train_encoders(args.work, datasets, epochs))
+    fewshot = fewshot_rows(args.work, datasets, args.threads, run=not args.table_only) if encoders else []
     table = benchmarking.write_table(runs, args.out / "results.md")
     threads = os.environ.get("OMP_NUM_THREADS", "all")
     lines = [f"Torch threads per run: {threads} (OMP_NUM_THREADS); image AUROC, pixel AUROC and AUPRO on the test "
@@ -168,7 +177,7 @@ def main() -> None:
     if encoders:
         lines += ["Image AUROC of few-shot PatchCore (its default views and baseline), mean ± std over support "
                   "seeds 0, 1, 2 (rows: `results/memory_bank/kshot.jsonl`):", "",
-                  *encoder_comparison(fewshot, args.work), "",
+                  *encoder_comparison(fewshot, args.work, datasets), "",
                   "| encoder trained on | epochs | brightness delta | train-encoder seconds | peak RSS MB | threads |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['trained_on']} | {r['epochs']} | {r.get('brightness_delta', 0.1)} | {r['train_seconds']} | "

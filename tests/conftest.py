@@ -16,14 +16,18 @@ def to_tensor(items) -> torch.Tensor:
     return torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2).float() / 255
 
 
-@pytest.fixture(scope="session")
-def parts():
+def make_parts():
     """12 good support images, then a test batch of 6 good and 6 defective parts (with masks)."""
     support = make_batch(12, 0, kind="part", size=SIZE, seed=10)
     test = make_batch(6, 6, kind="part", size=SIZE, seed=11)
     masks = torch.from_numpy(np.stack([it.mask for it in test]))
     labels = torch.tensor([int(it.defect != "good") for it in test])
     return to_tensor(support), to_tensor(test), labels, masks
+
+
+@pytest.fixture(scope="session")
+def parts():
+    return make_parts()
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from lineguard import benchmarking
 
 def test_plan_gives_test_batch_methods_no_shots_and_drops_parameters_a_method_lacks():
     runs = benchmarking.plan(data=[Path("/d")], methods=["fewshot", "mutual"], backbones=["effnet-lite0"],
-                             shots=[1, 4], seeds=[0], params=["b=3"], image_size=None)
+                             shots=[1, 4], seeds=[0], params=["reweight_neighbours=3"], image_size=None)
     by_method = {}
     for run in runs:
         by_method.setdefault(run.method, []).append(run)
     assert [r.shots for r in by_method["fewshot"]] == [1, 4]
-    assert all(r.params == ("b=3",) for r in by_method["fewshot"])
+    assert all(r.params == ("reweight_neighbours=3",) for r in by_method["fewshot"])
     assert [(r.shots, r.params) for r in by_method["mutual"]] == [(None, ())]
 
 

@@ -128,7 +128,7 @@ def test_watch_scores_a_folder_while_it_is_being_filled(tmp_path):
     assert sorted(row["path"] for row in rows) == sorted(str((folder / f"{i:03d}.png").resolve())
                                                           for i in range(10))
     assert rows[0]["score"] is None and all(row["score"] >= 0 for row in rows[1:])
-    assert all(row["anomalous"] is None for row in rows[:3]) and all((out / row["map"]).exists() for row in rows)
+    assert all(row.get("decision") is None for row in rows[:3]) and all((out / row["map"]).exists() for row in rows)
     # a second watch resumes: nothing is scored twice
     again = CliRunner().invoke(app, ["watch", str(folder), "--out", str(out), "--image-size", "64",
                                      "--poll", "0.05", "--idle-timeout", "0.3"])

@@ -189,7 +189,7 @@ def _dfr(**kw):
     from lineguard.methods.dfr import DFR
 
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    return DFR(image_size=64, latent=4, epochs=3, batch_size=32, **kw).fit(images).network_
+    return DFR(image_size=64, latent=4, epochs=3, patch_batch_size=32, **kw).fit(images).network_
 
 
 def _cse(**kw):

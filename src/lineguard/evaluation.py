@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.io.batches import ImageBatches
 from lineguard.io.datasets import Dataset, Sample
 from lineguard.io.images import read_mask
@@ -30,7 +31,7 @@ def select_support(dataset: Dataset, shots: int | None, seed: int) -> list[Path]
     if shots is None:
         return good
     if not 1 <= shots <= len(good):
-        raise ValueError(f"--shots must be between 1 and {len(good)} for {dataset.root}, got {shots}")
+        raise ParameterError(f"--shots must be between 1 and {len(good)} for {dataset.root}, got {shots}")
     return sorted(random.Random(seed).sample(good, shots))
 
 
@@ -72,16 +73,17 @@ class EvaluationResult:
 def evaluate_detector(detector: Detector, dataset: Dataset, *, image_size: int, shots: int | None = None,
                       seed: int = 0, batch_size: int = 16) -> EvaluationResult:
     """Fit on the good training images (or ``shots`` of them; none for test-batch methods), predict the test
-    split, and compute the metrics. Unreadable files are skipped and returned in ``failed``."""
+    split, and compute the metrics. Unreadable files are skipped and returned in ``failed``; a split with no
+    readable image at all is a NoReadableImagesError naming its files."""
     support = select_support(dataset, shots, seed) if detector.uses_normal_images else []
     start = time.perf_counter()
     train = ImageBatches(support, size=image_size, batch_size=batch_size)
-    detector.fit(train)
+    detector.fit(train.require_readable(f"fit on {dataset.root}") if detector.uses_normal_images else train)
     fit_seconds = time.perf_counter() - start
 
     test = ImageBatches([s.path for s in dataset.test], size=image_size, batch_size=batch_size)
     start = time.perf_counter()
-    prediction = detector.predict(test)
+    prediction = detector.predict(test.require_readable(f"the test split of {dataset.root}"))
     predict_seconds = time.perf_counter() - start
 
     by_path = {s.path: s for s in dataset.test}

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import PatchExtractor
 from lineguard.features.lnamd import DEFAULT_RADII, as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size
-from lineguard.methods.zero_data import combine_views
 from lineguard.scoring.batch import match_bank
 from lineguard.scoring.image import top_k_mean
-from lineguard.scoring.maps import anomaly_maps
+from lineguard.scoring.maps import anomaly_maps, combine_views
 from lineguard.scoring.threshold import robust_threshold
 
 
@@ -92,12 +92,12 @@ class LineMonitor:
       0.7129; pixel AUROC equal on bottle, 0.0015 lower on Magnetic Tile); ``seed`` for the patch samples.
     """
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, bank_images: int = 32, patch_ratio: float = 0.25,
                  warmup: int = 16, window: int = 200, mad_factor: float = 3.0, top_k: int = 10,
                  sigma: float = 0.0, seed: int = 0, weights: str | None = None, device: str = "cpu"):
         if bank_images < 1 or warmup < 1 or window < warmup or top_k < 1 or not mad_factor > 0:
-            raise ValueError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup, top_k ≥ 1 and mad_factor > 0; "
+            raise ParameterError(f"need bank_images ≥ 1, warmup ≥ 1, window ≥ warmup, top_k ≥ 1 and mad_factor > 0; "
                              f"got {bank_images}, {warmup}, {window}, {top_k}, {mad_factor}")
         coreset_size(1, patch_ratio)  # validates the ratio
         self.backbone = backbone
@@ -113,7 +113,7 @@ class LineMonitor:
         self.sigma = sigma
         self.seed = seed
         self.extractor = PatchExtractor(backbone, levels=levels, weights=weights, device=device,
-                                        image_size=image_size, radius=1)
+                                        image_size=image_size, patch_size=1)
         self.banks: list[RingBank] = []  # one per level, built on the first image
         self.scores: deque[float] = deque(maxlen=window)
         self.seen = 0

@@ -32,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError, ParameterError
 from lineguard.progress import enabled as progress_enabled
 from lineguard.progress import track
 
@@ -43,7 +44,7 @@ Schedule = Callable[[float], float]  # fraction of training done in [0, 1) -> le
 _console = Console(stderr=True)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LineguardError, ValueError):
     """A checkpoint folder that cannot be resumed: torn, or written by a different run."""
 
 
@@ -51,10 +52,17 @@ def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when present, else CPU; anything else as given (an absent CUDA raises clearly)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ParameterError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:N') or 'auto'") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ParameterError(f"device {device!r} is not supported; use 'cpu', 'cuda' (or 'cuda:N') or 'auto'")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available here; "
-                         "use 'cpu' or 'auto'")
+        raise ParameterError(f"device {device!r} was asked for but CUDA is not available here; "
+                             "use 'cpu' or 'auto'")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ParameterError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 
@@ -71,7 +79,7 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
 def one_cycle_cosine(warmup: float = 0.1) -> Schedule:
     """Linear warm-up over the first ``warmup`` of training, then cosine decay to zero (one cycle)."""
     if not 0 <= warmup < 1:
-        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
+        raise ParameterError(f"warmup must be a fraction in [0, 1), got {warmup}")
 
     def factor(progress: float) -> float:
         if progress < warmup:
@@ -115,12 +123,12 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, d
     names the run, so that a checkpoint of a different configuration is refused rather than mixed in.
     """
     if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be at least 1, got epochs={epochs}, "
-                         f"batch_size={batch_size}")
+        raise ParameterError(f"epochs and batch_size must be at least 1, got epochs={epochs}, "
+                             f"batch_size={batch_size}")
     if len(data) == 0:
         raise ValueError("no training data")
     if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs a checkpoint_dir to resume from")
+        raise ParameterError("resume=True needs a checkpoint_dir to resume from")
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     device = next(model.parameters()).device
     identity = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "n": len(data),

@@ -1,23 +1,33 @@
 """Run an export as a line PC would, and say whether PyTorch was imported: a script, for a child process.
 
-    python tests/export/run_export.py EXPORT_DIR IMAGES_DIR RUNTIME   # prints one JSON line
+    python tests/export/run_export.py EXPORT_DIR IMAGES_DIR RUNTIME RESULTS_DIR   # prints one JSON line
 
-Images are read from PNG files (Pillow + numpy), scored on RUNTIME, normalised, and turned into decisions and
-regions; the line printed holds the scores, decisions, region counts and whether ``torch`` is in sys.modules.
+``lineguard predict EXPORT_DIR IMAGES_DIR --out RESULTS_DIR --runtime RUNTIME`` (the CLI, in this process), then
+the service over ``lineguard.load(EXPORT_DIR)`` answering an upload of every image; the line printed holds
+predict's rows, the service's answers and whether ``torch`` is in sys.modules after both.
 """
 
 import json
 import sys
+from pathlib import Path
 
-from lineguard.export import load_export
-from lineguard.io.images import list_images, load_array_batch
-from lineguard.scoring.regions import find
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
-folder, images_dir, runtime = sys.argv[1:4]
-model = load_export(folder, runtime=runtime)
-images, paths, failed = load_array_batch(list_images(images_dir), size=model.image_size)
-prediction = model.predict(images)
-normalized = model.normalize(prediction)
-findings = find(prediction.scores, normalized.scores, normalized.maps)
-print(json.dumps({"torch": "torch" in sys.modules, "scores": prediction.scores.tolist(), "failed": len(failed),
-                  "decisions": [f.decision for f in findings], "regions": [len(f.regions) for f in findings]}))
+import lineguard
+from lineguard.cli import app
+from lineguard.io.images import list_images
+from lineguard.serve import create_app
+
+export, images, runtime, results = sys.argv[1:5]
+done = CliRunner().invoke(app, ["predict", export, images, "--out", results, "--runtime", runtime, "--no-report"])
+if done.exit_code:
+    sys.exit(f"predict failed ({done.exit_code}): {done.output}")
+rows = [json.loads(line) for line in (Path(results) / "results.jsonl").read_text().splitlines()]
+client = TestClient(create_app(lineguard.load(export, runtime=runtime)))
+served = {}
+for path in list_images(images):
+    answer = client.post("/v1/inspect", files={"file": (path.name, path.read_bytes(), "image/png")},
+                         params={"images": "false"})
+    served[path.name] = answer.json() if answer.status_code == 200 else answer.status_code
+print(json.dumps({"torch": "torch" in sys.modules, "rows": rows, "served": served}))

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import lineguard
 from lineguard.cli import app
-from lineguard.export import ExportFolderError, export_detector, load_export
+from lineguard.errors import ParameterError
+from lineguard.export import ExportedModel, ExportFolderError, export_detector, load_export
 from lineguard.export import search as search_module
 from lineguard.export.graphs import NotExportableError, exportable_methods
 from lineguard.export.spec import EXTERNAL_DATA_FILE, read_spec
@@ -120,7 +121,21 @@ def test_export_command_writes_openvino_ir(calibrated, parts, tmp_path):
         load_export(ir, runtime="onnxruntime")
     lineguard.create("testbatch").save(tmp_path / "batch")
     refused = CliRunner().invoke(app, ["export", str(tmp_path / "batch"), "--out", str(tmp_path / "no")])
-    assert isinstance(refused.exception, NotExportableError)
+    assert refused.exit_code == 2 and "cannot export testbatch" in refused.output
+
+
+def test_load_takes_a_model_folder_or_an_export_folder(calibrated, exported, tmp_path):
+    """lineguard.load gives a Detector for a model folder and an ExportedModel for an export; both are scorers of
+    the one pipeline. A runtime only goes with an export."""
+    calibrated[0].save(tmp_path / "model")
+    assert isinstance(lineguard.load(tmp_path / "model"), lineguard.Detector)
+    model = lineguard.load(exported, runtime="openvino", threads=1)
+    assert isinstance(model, ExportedModel) and model.runtime == "openvino" and model.array_input
+    with pytest.raises(ParameterError, match="model folder: runtime and threads apply to export folders"):
+        lineguard.load(tmp_path / "model", runtime="onnxruntime")
+    refused = CliRunner().invoke(app, ["predict", str(exported), str(tmp_path), "--out", str(tmp_path / "r"),
+                                       "--runtime", "tensorrt"])
+    assert refused.exit_code == 2 and "--runtime must be one of onnxruntime, openvino" in refused.output
 
 
 def test_every_method_exports_or_says_why(tmp_path):

@@ -80,8 +80,8 @@ def test_contrast_by_hand():
     assert out[0, 0, 0].tolist() == pytest.approx([0.0, 2.5 * 0.6 - 1.5 * mean], abs=1e-6)  # low end clipped
 
 
-ALL = dict(grayscale=True, hflip=True, vflip=True, rotations=2, max_angle=20.0, translations=3, max_shift=0.1,
-           brightness=2, brightness_delta=0.3, contrast=1, contrast_delta=0.3)
+ALL = dict(grayscale=True, hflip=True, vflip=True, rotation_views=2, max_angle=20.0, translation_views=3, max_shift=0.1,
+           brightness_views=2, brightness_delta=0.3, contrast_views=1, contrast_delta=0.3)
 
 
 def test_expand_counts_and_order():
@@ -113,7 +113,7 @@ def test_switched_off_adds_nothing():
 
 def test_random_translations_stay_within_max_shift():
     x = images(n=2, size=20)
-    out = Augmentations(translations=4, max_shift=0.1).expand(x, torch.Generator().manual_seed(1))
+    out = Augmentations(translation_views=4, max_shift=0.1).expand(x, torch.Generator().manual_seed(1))
     views = out[2:].view(4, 2, 3, 20, 20)
     shifts = [(dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)]  # 0.1 × 20 px = 2 px
     for view in views:
@@ -123,7 +123,7 @@ def test_random_translations_stay_within_max_shift():
 
 def test_random_brightness_stays_within_its_range():
     x = images(n=4) * 0.5  # no pixel gets clipped at a factor ≤ 1.3
-    out = Augmentations(brightness=3, brightness_delta=0.3).expand(x, torch.Generator().manual_seed(2))
+    out = Augmentations(brightness_views=3, brightness_delta=0.3).expand(x, torch.Generator().manual_seed(2))
     factors = (out[4:].view(3, 4, -1) / x.view(1, 4, -1))  # one factor per image and view
     assert torch.allclose(factors, factors[..., :1].expand_as(factors), atol=1e-5)
     assert factors.min() >= 0.7 - 1e-6 and factors.max() <= 1.3 + 1e-6
@@ -136,10 +136,10 @@ def test_random_brightness_stays_within_its_range():
     (dict(max_shift=0.5), "max_shift"),
     (dict(brightness_delta=1.0), "brightness_delta"),
     (dict(contrast_delta=-0.1), "contrast_delta"),
-    (dict(rotations=-1, max_angle=10.0), "negative"),
-    (dict(rotations=3), "max_angle=0"),
-    (dict(translations=2), "max_shift=0"),
-    (dict(zooms=1), "zoom_delta=0"),
+    (dict(rotation_views=-1, max_angle=10.0), "rotation_views must be at least 0"),
+    (dict(rotation_views=3), "max_angle=0"),
+    (dict(translation_views=2), "max_shift=0"),
+    (dict(zoom_views=1), "zoom_delta=0"),
     (dict(zoom_delta=0.6), "zoom_delta"),
 ])
 def test_bad_settings_are_clear_errors(settings, message):
@@ -165,6 +165,6 @@ def test_zoom_out_shrinks_the_content_and_reflects_it_into_the_border():
 
 
 def test_random_zooms_count_as_views():
-    augment = Augmentations(zooms=3, zoom_delta=0.2)
+    augment = Augmentations(zoom_views=3, zoom_delta=0.2)
     assert augment.views_per_image == 4
     assert augment.expand(images(), torch.Generator().manual_seed(0)).shape == (8, 3, 12, 12)

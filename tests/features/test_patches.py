@@ -37,7 +37,7 @@ def test_reduce_channels_averages_adjacent_channels():
 
 def test_patch_features_and_flatten_order():
     maps = [torch.randn(2, 3, 8, 8), torch.randn(2, 5, 4, 4)]
-    feats = patch_features(maps, radius=3, reduce_dim=4)
+    feats = patch_features(maps, patch_size=3, reduce_dim=4)
     assert feats.shape == (2, 4, 8, 8)
     flat = flatten_patches(feats)
     assert flat.shape == (128, 4)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import ExifTags, Image, ImageFile
 
+from lineguard.io.guard import MAX_SIDE, ImageTooLargeError
 from lineguard.io.images import (
     ImageError,
+    ImageWarning,
     image_size,
     list_images,
     load_batch,
@@ -218,17 +220,22 @@ def test_truncated_file(tmp_path, fmt):
 
 def test_over_max_pixels_checked_from_header(tmp_path):
     path = _save(tmp_path, "big.png", Image.new("L", (10, 10)))
-    with pytest.raises(ImageError, match="10x10 = 100 pixels exceeds max_pixels=99"):
+    with pytest.raises(ImageTooLargeError, match="10x10 = 100 pixels exceeds the limit of 99 pixels"):
         read_image(path, max_pixels=99)
     assert read_image(path, max_pixels=100).shape == (3, 10, 10)
 
 
-@pytest.mark.parametrize("pillow_limit", [60, 40])  # 100 px: above it -> warning; above twice it -> error
-def test_pillow_bomb_guard_becomes_image_error(tmp_path, monkeypatch, pillow_limit):
+def test_pillow_bomb_guard(tmp_path, monkeypatch):
+    """Above Pillow's soft limit our max_pixels decides (a larger one takes effect); above its hard limit
+    (twice that) no max_pixels reaches, and the refusal says so."""
     path = _save(tmp_path, "bomb.png", Image.new("L", (10, 10)))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
-    with pytest.raises(ImageError, match="bomb.png: exceeds Pillow's decompression-bomb limit"):
-        read_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60)
+    assert read_image(path, max_pixels=100).shape == (3, 10, 10)
+    with pytest.raises(ImageTooLargeError, match="exceeds the limit of 99"):
+        read_image(path, max_pixels=99)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)
+    with pytest.raises(ImageTooLargeError, match="bomb.png: exceeds Pillow's limit of 80 pixels"):
+        read_image(path, max_pixels=1000)
 
 
 def test_read_mask_threshold(tmp_path):
@@ -314,3 +321,68 @@ def test_image_error_pickles(tmp_path):
     error = pickle.loads(pickle.dumps(ImageError(tmp_path / "x.png", "broken")))
     assert (error.path, error.reason) == (tmp_path / "x.png", "broken")
     assert str(error) == f"{tmp_path / 'x.png'}: broken"
+
+
+def test_thin_images_are_refused_from_the_header(tmp_path):
+    """A 1 × N image passes any pixel limit while its decoding and resizing cost grows with N: every side is
+    bounded too, before any pixel is decoded."""
+    path = _save(tmp_path, "thin.png", Image.new("1", (1, 100_000)))
+    assert path.stat().st_size < 1_000
+    with pytest.raises(ImageTooLargeError, match=f"thin.png: 1x100000: a side is longer than {MAX_SIDE}"):
+        read_image(path, max_pixels=40_000_000)
+    with pytest.raises(ImageTooLargeError):
+        image_size(path)
+    batch, ok, failed = load_batch([path], size=8)
+    assert ok == [] and "longer than" in failed[0][1]
+
+
+def test_resizing_a_tall_image_costs_no_more_than_its_input():
+    """PyTorch's one-pass resize of a (H, 1) image to (S, S) first builds (H, S): 3 kB per row. Height first,
+    the result is the same and no step exceeds the input or the output."""
+    import resource
+
+    tall = torch.rand(3, 400_000, 1)  # 4.8 MB; one pass would build 400,000 × 256 × 3 floats (1.2 GB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    small = resize(tall, 256)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert small.shape == (3, 256, 256) and grown_mb < 200, grown_mb
+    column = torch.nn.functional.interpolate(tall[None], size=(256, 1), mode="bilinear", antialias=True)
+    assert torch.allclose(small, column[0].expand(3, 256, 256), atol=1e-6)
+
+
+def test_broken_links_are_listed_and_named_when_read(tmp_path):
+    good = _save(tmp_path, "a.png", Image.new("RGB", (4, 4)))
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    listed = list_images(tmp_path)
+    assert listed == [good, tmp_path / "dangling.png", tmp_path / "loop.png"]
+    _, ok, failed = load_batch(listed, size=4)
+    assert ok == [good]
+    assert failed == [(tmp_path / "dangling.png", f"dangling symbolic link to {tmp_path / 'gone.png'}"),
+                      (tmp_path / "loop.png", "symbolic link loop")]
+
+
+def test_multi_page_tiff_warns_that_only_the_first_page_is_read(tmp_path):
+    path = tmp_path / "pages.tif"
+    Image.new("L", (4, 4), 10).save(path, save_all=True, append_images=[Image.new("L", (4, 4), 200)])
+    with pytest.warns(ImageWarning, match="pages.tif: 2 pages or frames, only the first is scored"):
+        image = read_image(path)
+    assert torch.allclose(image, torch.full((3, 4, 4), 10 / 255))
+
+
+def test_open_files_are_read_like_paths(tmp_path):
+    path = _save(tmp_path, "a.png", Image.new("RGB", (6, 4), (0, 255, 0)))
+    with open(path, "rb") as f:
+        f.seek(3)  # wherever the file stands
+        assert torch.equal(read_image(f), read_image(path))
+        assert image_size(f) == (4, 6)
+    with pytest.raises(ImageError, match="empty file"):
+        read_image(io.BytesIO())
+
+
+def test_bytes_decode_as_the_file_they_came_from(tmp_path):
+    path = tmp_path / "part.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(path)
+    assert torch.equal(read_image(path.read_bytes()), read_image(path))
+    with pytest.raises(ImageError, match="<upload>: not a recognised image format"):
+        read_image(b"not an image")

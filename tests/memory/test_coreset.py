@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lineguard.memory.coreset import coreset_size, greedy_coreset
+from lineguard.memory.coreset import coreset_size, greedy_coreset, image_coresets
 
 
 def plain_greedy(features: torch.Tensor, starts: list[int], size: int) -> list[int]:
@@ -136,3 +136,21 @@ def test_memory_is_linear_in_n():
     # row-chunked distance blocks (32 MB) and O(N) bookkeeping (a few vectors of 4–8 MB); an N × N distance
     # matrix would be 4 TB and one more copy of the features 512 MB
     assert extra_mb < 256
+
+
+def test_image_coresets_are_each_images_own_greedy_k_center():
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(3, 40, 6, generator=g)
+    picks = image_coresets(features, 7, images_per_block=2)  # blocks of 2 images: one image left for the last
+    assert picks.shape == (3, 7)
+    for image, chosen in zip(features, picks, strict=True):
+        d = torch.cdist(image.double(), image.double())
+        expected = [int((image - image.mean(0)).norm(dim=1).argmax())]  # farthest from the mean first
+        nearest = d[expected[0]].clone()
+        for _ in range(6):
+            nearest[expected] = -1
+            expected.append(int(nearest.argmax()))
+            nearest = torch.minimum(nearest, d[expected[-1]])
+        assert chosen.tolist() == expected
+    with pytest.raises(ValueError, match="between 1 and 40"):
+        image_coresets(features, 41)

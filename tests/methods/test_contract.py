@@ -1,14 +1,18 @@
-"""Every registered method fits, finds planted defects, saves and loads to identical scores, and exports to
-ONNX with the same answers on onnxruntime and OpenVINO (or refuses, saying why)."""
+"""Every registered method fits, finds planted defects, saves and loads to identical scores, scores as the
+saved values say it did (a refactoring moves no number), and exports to ONNX with the same answers on
+onnxruntime and OpenVINO (or refuses, saying why)."""
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 
 import pytest
 import torch
 
 import lineguard
+from lineguard.errors import ParameterError
 from lineguard.export import RUNTIMES, export_detector, load_export
 from lineguard.export.graphs import NotExportableError, refusal
 from lineguard.methods import NotFittedError, available_methods, method_class
@@ -16,11 +20,12 @@ from lineguard.metrics import image_auroc
 from lineguard.scoring.threshold import calibrate
 from tests.conftest import SIZE
 from tests.export.parity import assert_same_answers
+from tests.methods.saved_values import PATH, UNSAVED, fingerprint
 
 # Settings that keep a method fast on 2 CPU cores; everything else stays at its default.
 FAST: dict[str, dict] = {
     "autoencoder": {"epochs": 60, "batch_size": 4, "channels": [16, 32, 64, 64], "lr": 5e-3},
-    "dfr": {"epochs": 5, "batch_size": 256},
+    "dfr": {"epochs": 5, "patch_batch_size": 256},
     "cse": {"epochs": 2, "batch_size": 4, "clusters": 32, "pairs": 128, "bank_patches": 512},
 }
 
@@ -50,6 +55,17 @@ def test_planted_defects_score_above_clean_images(fitted, parts):
         y, x = divmod(result.maps[i].argmax().item(), SIZE)
         near = torch.nn.functional.max_pool2d(masks[i][None, None].float(), 17, 1, 8)[0, 0]
         assert near[y, x] > 0, f"{detector.name}: image {i} peaks at {(y, x)}, off the defect"
+
+
+def test_scores_and_maps_are_the_saved_ones(fitted):
+    detector, result = fitted
+    if detector.name in UNSAVED:
+        pytest.skip(f"{detector.name}: no saved values while its algorithm changes")
+    saved = json.loads(PATH.read_text())[detector.name]
+    now = fingerprint(result.scores, result.maps)
+    assert now["scores"] == saved["scores"], detector.name
+    assert now == saved, f"{detector.name}: maps differ (max {now['maps_max']} vs {saved['maps_max']}, mean " \
+                         f"{now['maps_mean']} vs {saved['maps_mean']})"
 
 
 def test_save_load_gives_identical_scores(fitted, parts, tmp_path):
@@ -98,5 +114,58 @@ def test_predict_before_fit_is_a_clear_error(name, parts):
 def test_unknown_method_and_parameter():
     with pytest.raises(ValueError, match="unknown method 'nope'.*knn"):
         lineguard.create("nope")
-    with pytest.raises(TypeError, match="no parameter.*bogus"):
+    with pytest.raises(ParameterError, match="no parameter.*bogus"):
         lineguard.create("knn", bogus=1)
+
+
+def constrained(name: str) -> list[tuple[str, object]]:
+    """(parameter, a value its constraints refuse) for every constrained parameter of method ``name``."""
+    cls = method_class(name)
+    return [(param, constraints[0].invalid_example()) for param, constraints in cls.constraints().items()
+            if param in cls.param_names()]
+
+
+def start_work(detector) -> None:
+    """The moment parameters are checked: fit, or predict for a method that learns nothing."""
+    images = torch.zeros(2, 3, 32, 32)
+    detector.fit(images) if detector.uses_normal_images else detector.predict(images)
+
+
+@pytest.mark.parametrize(("name", "param", "bad"), [(name, param, bad) for name in available_methods()
+                                                    for param, bad in constrained(name)])
+def test_a_value_outside_a_parameters_constraints_is_refused_by_name(name, param, bad):
+    detector = lineguard.create(name, **{param: bad}, **({"backbone": "no-such-backbone"}
+                                                         if "backbone" in method_class(name).param_names() else {}))
+    with pytest.raises(ParameterError, match=f"{name} parameter {param} must be .*got {re.escape(repr(bad))}"):
+        start_work(detector)
+
+
+@pytest.mark.parametrize(("name", "param"), [(name, param) for name in available_methods()
+                                             for param in method_class(name).param_names()])
+def test_a_value_of_the_wrong_type_is_refused_by_name(name, param):
+    bad = {"not": "a value"}  # no parameter takes a dict
+    detector = lineguard.create(name, **{param: bad})
+    with pytest.raises(ParameterError, match=f"{name} parameter {param} must be .*got {re.escape(repr(bad))}"):
+        start_work(detector)
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_defaults_pass_the_contract_and_parameters_are_keyword_only(name):
+    cls = method_class(name)
+    cls().validate_params()
+    with pytest.raises(TypeError):
+        cls("effnet-lite0")
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_a_method_built_on_another_keeps_every_parameter_of_it(name):
+    cls = method_class(name)
+    for base in cls.__mro__[1:]:
+        if getattr(base, "name", None) in available_methods() and base is method_class(base.name):
+            assert set(base.param_names()) <= set(cls.param_names()), f"{name} drops parameters of {base.name}"
+
+
+def test_fewshot_takes_patchcores_channel_reduction(parts):
+    detector = lineguard.create("fewshot", image_size=64, weights="random", reduce_dim=16, hflip=False, vflip=False,
+                                brightness_views=0).fit(parts[0][:1])
+    assert detector.memory_bank_.shape[1] == 16

@@ -9,7 +9,7 @@ from torch import nn
 from lineguard.features.patches import flatten_patches
 from lineguard.methods.dfr import DFR, pointwise_autoencoder
 
-TINY = {"image_size": 64, "latent": 4, "epochs": 2, "batch_size": 64}
+TINY = {"image_size": 64, "latent": 4, "epochs": 2, "patch_batch_size": 64}
 
 
 def test_autoencoder_widths_follow_dfr():

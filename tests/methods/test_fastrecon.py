@@ -68,7 +68,7 @@ def test_finds_planted_defects_with_few_support_images(parts, shots):
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    (dict(lam=-1.0), "lam"), (dict(max_support=0), "max_support"), (dict(coreset_ratio=2.0), "coreset ratio")])
+    (dict(lam=-1.0), "lam"), (dict(max_support=0), "max_support"), (dict(coreset_ratio=2.0), "coreset_ratio")])
 def test_bad_parameters_fail_before_any_feature_is_extracted(params, message):
     with pytest.raises(ValueError, match=message):
         lineguard.create("fastrecon", backbone="no-such-backbone", **params).fit(torch.zeros(1, 3, 64, 64))

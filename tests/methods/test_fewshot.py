@@ -2,13 +2,13 @@ import pytest
 import torch
 
 import lineguard
-from lineguard.features.augment import AugmentationError
+from lineguard.errors import ParameterError
 from lineguard.features.lighting import match_lighting
 from lineguard.metrics import image_auroc
 from lineguard.scoring.image import reweight
 from tests.conftest import SIZE
 
-FEW_VIEWS = dict(rotations=2, translations=1)  # keeps the support small on 2 CPU cores
+FEW_VIEWS = dict(rotation_views=2, translation_views=1)  # keeps the support small on 2 CPU cores
 
 
 def peaks_on_defects(maps, labels, masks) -> bool:
@@ -31,7 +31,7 @@ def test_finds_planted_defects_with_few_support_images(parts, shots):
 def test_bank_holds_the_augmented_views_after_the_coreset(parts):
     support = parts[0][:2]
     detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.5, hflip=True,
-                                vflip=False, rotations=1, max_angle=10.0, brightness=0, seed=3).fit(support)
+                                vflip=False, rotation_views=1, max_angle=10.0, brightness_views=0, seed=3).fit(support)
     views = detector.augmentations().views_per_image
     assert views == 3
     patches = 2 * views * (64 // 8) ** 2  # stride-8 grid of a 64 px image
@@ -44,7 +44,7 @@ def test_bank_holds_the_augmented_views_after_the_coreset(parts):
 
 def test_image_score_is_the_reweighted_top_patch_above_the_image_baseline_by_brute_force(parts):
     support, test = parts[0][:1], parts[1][:3]
-    detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.3, b=4,
+    detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=0.3, reweight_neighbours=4,
                                 **FEW_VIEWS).fit(support)
     result = detector.predict(test)
     bank = detector.memory_bank_
@@ -64,7 +64,7 @@ def test_image_score_is_the_reweighted_top_patch_above_the_image_baseline_by_bru
 def test_a_query_lit_differently_scores_as_under_the_support_lighting(parts):
     support, test = parts[0][:2], parts[1][:4]
     darker = test * 0.5  # the same parts under a dimmer light (nothing clipped)
-    no_views = dict(hflip=False, vflip=False, brightness=0, image_size=64)  # ImageNet weights: real features
+    no_views = dict(hflip=False, vflip=False, brightness_views=0, image_size=64)  # ImageNet weights: real features
     matched = lineguard.create("fewshot", **no_views).fit(support)
     dark, normal = matched.predict(darker), matched.predict(test)
     assert torch.allclose(dark.scores, normal.scores, rtol=1e-3, atol=1e-4)
@@ -79,17 +79,18 @@ def test_a_query_lit_differently_scores_as_under_the_support_lighting(parts):
 
 def test_all_augmentations_off_is_plain_patchcore_on_the_support(parts):
     support = parts[0][:1]
-    off = dict(hflip=False, vflip=False, rotations=0, translations=0, brightness=0, contrast=0, grayscale=False)
+    off = dict(hflip=False, vflip=False, rotation_views=0, translation_views=0, brightness_views=0, contrast_views=0,
+               grayscale=False)
     detector = lineguard.create("fewshot", image_size=64, weights="random", coreset_ratio=1.0, **off).fit(support)
     assert detector.augmentations().views_per_image == 1
     assert detector.memory_bank_.shape[0] == (64 // 8) ** 2
 
 
 @pytest.mark.parametrize(("params", "error", "message"), [
-    (dict(coreset_ratio=0.0), ValueError, "coreset ratio"),
-    (dict(b=0), ValueError, "re-weighting neighbours"),
-    (dict(max_angle=-5.0), AugmentationError, "max_angle"),
-    (dict(brightness=2, brightness_delta=1.5), AugmentationError, "brightness_delta"),
+    (dict(coreset_ratio=0.0), ValueError, "coreset_ratio"),
+    (dict(reweight_neighbours=0), ValueError, "parameter reweight_neighbours must be at least 1"),
+    (dict(max_angle=-5.0), ParameterError, "max_angle"),
+    (dict(brightness_views=2, brightness_delta=1.5), ParameterError, "brightness_delta"),
 ])
 def test_bad_parameters_fail_before_any_feature_is_extracted(params, error, message):
     detector = lineguard.create("fewshot", backbone="no-such-backbone", **params)
@@ -101,7 +102,7 @@ def test_brightness_views_keep_a_darker_exposure_of_a_good_part_normal(parts):
     support, test, labels, _ = parts
     good = test[labels == 0][:2]
     darker = good * 0.6  # the same good parts under a dimmer light
-    plain, lit = (lineguard.create("fewshot", image_size=SIZE, hflip=False, vflip=False, brightness=views,
+    plain, lit = (lineguard.create("fewshot", image_size=SIZE, hflip=False, vflip=False, brightness_views=views,
                                    baseline_quantile=None, normalize_lighting=False).fit(support[:2])
                   for views in (0, 6))
     rise = [detector.predict(darker).scores - detector.predict(good).scores for detector in (plain, lit)]
@@ -111,7 +112,7 @@ def test_brightness_views_keep_a_darker_exposure_of_a_good_part_normal(parts):
 
 def test_baseline_cancels_a_look_the_support_lacks_but_not_a_defect(parts):
     support, test, labels, _ = parts
-    params = dict(image_size=SIZE, hflip=False, vflip=False, brightness=0, normalize_lighting=False)
+    params = dict(image_size=SIZE, hflip=False, vflip=False, brightness_views=0, normalize_lighting=False)
     good = test[labels == 0]
     plain, relative = (lineguard.create("fewshot", baseline_quantile=q, **params).fit(support[:2])
                        for q in (None, 0.25))

@@ -101,7 +101,7 @@ def test_too_many_channels_is_a_clear_error(parts, monkeypatch):
 
 
 @pytest.mark.parametrize(("param", "value", "message"), [
-    ("n_features", 0, "positive channel count"), ("n_features", 500, "only 176 channels"),
+    ("n_features", 0, "n_features must be at least 1"), ("n_features", 500, "only 176 channels"),
     ("eps", -1.0, "eps"), ("shrinkage", "oas", "shrinkage must be one of"),
 ])
 def test_bad_params_raise_at_fit(parts, param, value, message):

@@ -56,7 +56,7 @@ def test_bank_is_a_coreset_of_the_normal_patches(fitted, parts):
 def test_reweighted_scores_lie_within_one_b_th_below_the_plain_maximum(fitted, parts):
     # every other neighbour of m* is at least s* away from m_test* (m* is its nearest), so w ∈ [1 − 1/b, 1)
     detector, result = fitted
-    plain = PatchCore(**{**detector.get_params(), "b": 1})
+    plain = PatchCore(**{**detector.get_params(), "reweight_neighbours": 1})
     plain.memory_bank_ = detector.memory_bank_
     maximum = plain.predict(parts[1]).scores
     assert torch.all(result.scores >= (1 - 1 / 9) * maximum)
@@ -79,7 +79,8 @@ def test_channel_reduction(parts):
 
 
 @pytest.mark.parametrize(("param", "value", "message"), [
-    ("coreset_ratio", 0.0, "ratio"), ("coreset_ratio", 1.5, "ratio"), ("b", 0, "b .re-weighting"),
+    ("coreset_ratio", 0.0, "ratio"), ("coreset_ratio", 1.5, "ratio"),
+    ("reweight_neighbours", 0, "parameter reweight_neighbours must be at least 1"),
     ("reduce_dim", 0, "reduce_dim"), ("projection_dim", 0, "projection_dim"),
     ("search", "annoy", "search must be"),
 ])

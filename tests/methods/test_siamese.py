@@ -8,19 +8,19 @@ from dataclasses import replace
 import pytest
 import torch
 
+from lineguard.features.augment import invert_affines, random_affines, warp
+from lineguard.methods.model_folder import CONFIG_FILE, STATE_FILE
 from lineguard.methods.siamese import (
-    CONFIG_FILE,
+    LEGACY_CONFIG,
+    LEGACY_WEIGHTS,
     EncoderConfig,
     EncoderError,
     SiameseEncoder,
-    invert_affines,
     load_encoder,
     negative_cosine,
-    random_affines,
     same_category_partners,
     save_encoder,
     train_encoder,
-    warp,
 )
 
 TINY = EncoderConfig(image_size=64, hidden=16, predictor_hidden=4)
@@ -75,7 +75,7 @@ def trained():
 
 def test_save_and_load_give_the_same_embeddings(trained, tmp_path):
     folder = save_encoder(trained, tmp_path / "enc")
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, "encoder.safetensors"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, STATE_FILE])
     loaded = load_encoder(folder)
     assert loaded.config == trained.config and loaded.config.channels == 152  # Lite0 stride 8 + 16 levels
     features = torch.randn(2, 152, 4, 4)
@@ -84,9 +84,24 @@ def test_save_and_load_give_the_same_embeddings(trained, tmp_path):
 
 def test_loaded_encoder_refuses_other_features(trained, tmp_path):
     loaded = load_encoder(save_encoder(trained, tmp_path / "enc"))
-    loaded.check_features(backbone="effnet-lite0", levels=None, radius=3)
+    loaded.check_features(backbone="effnet-lite0", levels=None, patch_size=3)
     with pytest.raises(EncoderError, match="trained on"):
-        loaded.check_features(backbone="resnet18", levels=None, radius=3)
+        loaded.check_features(backbone="resnet18", levels=None, patch_size=3)
+
+
+def test_an_encoder_folder_of_model_format_1_loads(trained, tmp_path):
+    """Before format 2 an encoder was encoder.json (the config, ``radius`` for patch_size) and
+    encoder.safetensors."""
+    folder = save_encoder(trained, tmp_path / "enc")
+    params = json.loads((folder / CONFIG_FILE).read_text())["params"]
+    params["radius"] = params.pop("patch_size")
+    (folder / LEGACY_CONFIG).write_text(json.dumps(params))
+    (folder / STATE_FILE).rename(folder / LEGACY_WEIGHTS)
+    (folder / CONFIG_FILE).unlink()
+    loaded = load_encoder(folder)
+    assert loaded.config == trained.config
+    features = torch.randn(2, 152, 4, 4)
+    assert torch.equal(loaded(features), trained.eval()(features))
 
 
 def test_bad_folders_and_data_are_clear_errors(trained, tmp_path):
@@ -94,8 +109,8 @@ def test_bad_folders_and_data_are_clear_errors(trained, tmp_path):
         load_encoder(tmp_path)
     folder = save_encoder(trained, tmp_path / "enc")
     config = json.loads((folder / CONFIG_FILE).read_text())
-    (folder / CONFIG_FILE).write_text(json.dumps({**config, "hidden": 9}))
-    with pytest.raises(EncoderError, match="does not fit"):
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, "params": {**config["params"], "hidden": 9}}))
+    with pytest.raises(EncoderError, match="do not fit"):
         load_encoder(folder)
     with pytest.raises(ValueError, match="at least two"):
         train_encoder([torch.rand(1, 3, 64, 64)], TINY, epochs=1)
@@ -120,7 +135,7 @@ def test_train_encoder_command_then_fewshot_on_its_features(tmp_path):
     encoder = load_encoder(out)
 
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    detector = FewShot(image_size=64, encoder=str(out), rotations=0, translations=0).fit(images)
+    detector = FewShot(image_size=64, encoder=str(out), rotation_views=0, translation_views=0).fit(images)
     assert detector.memory_bank_.shape[1] == encoder.config.channels == 152
     with pytest.raises(EncoderError, match="trained on"):
-        FewShot(image_size=64, encoder=str(out), radius=5).fit(images)
+        FewShot(image_size=64, encoder=str(out), patch_size=5).fit(images)

@@ -21,19 +21,19 @@ def test_patches_are_matched_only_against_the_nearest_images():
     detector = hand_made()
     global_feats = torch.tensor([[1.0, 0.0]])  # nearest normal image: 0 (distance 1), then 1 (distance 9)
     queries = torch.tensor([[[5.0, 5, 5], [0, 0, 0]]])  # (B=1, P=2, D=3); (5, 5, 5) is a patch of image 1
-    patch_scores = detector.patch_scores(global_feats, queries)
+    patch_scores = detector.patch_distances(global_feats, queries)
     assert patch_scores[0].tolist() == pytest.approx([math.sqrt(48), 0.0])  # image 1 not searched: 4² · 3
     detector.k_images = 2
-    assert detector.patch_scores(global_feats, queries)[0].tolist() == pytest.approx([0.0, 0.0])
+    assert detector.patch_distances(global_feats, queries)[0].tolist() == pytest.approx([0.0, 0.0])
     detector.global_features_[2] = torch.tensor([0.0, 1.0])  # now images 0 and 2 are the nearest two
     # (5, 5, 5) to (9, 9, 8) of image 2: √(4² + 4² + 3²)
-    assert detector.patch_scores(global_feats, queries)[0].tolist() == pytest.approx([math.sqrt(41), 0.0])
+    assert detector.patch_distances(global_feats, queries)[0].tolist() == pytest.approx([math.sqrt(41), 0.0])
 
 
 def test_more_neighbours_than_images_uses_all_of_them():
     detector = hand_made()
     detector.k_images = 50
-    patch_scores = detector.patch_scores(torch.zeros(1, 2), torch.tensor([[[9.0, 9, 8], [1, 1, 1]]]))
+    patch_scores = detector.patch_distances(torch.zeros(1, 2), torch.tensor([[[9.0, 9, 8], [1, 1, 1]]]))
     assert patch_scores[0].tolist() == pytest.approx([0.0, 0.0])
 
 

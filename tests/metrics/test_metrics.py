@@ -299,3 +299,15 @@ def test_evaluate_errors():
         evaluate(labels, scores, masks=masks)
     with pytest.raises(MetricError, match="got 3 maps for 4 labels"):
         evaluate([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], masks, maps)
+
+
+def test_roc_curve_by_hand_and_its_area_is_the_auroc():
+    from lineguard.metrics import roc_curve
+
+    fpr, tpr = roc_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    corners = sorted(set(zip(fpr.tolist(), tpr.tolist(), strict=True)))
+    assert corners == [(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+    rng = np.random.default_rng(0)
+    labels, scores = rng.integers(0, 2, 200), rng.integers(0, 20, 200).astype(float)  # many ties
+    fpr, tpr = roc_curve(labels, scores)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(image_auroc(labels, scores))

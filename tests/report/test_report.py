@@ -12,7 +12,8 @@ import pytest
 from lineguard.metrics import image_auroc
 from lineguard.report.charts import histogram_svg, roc_svg
 from lineguard.report.html import ReportItem, write_report
-from lineguard.scoring.regions import find
+from lineguard.inspect import decide
+from lineguard.scoring.threshold import Thresholds
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -27,7 +28,8 @@ def items(n: int, *, labelled: bool = True, calibrated: bool = True, size: int =
         if defective:
             values[8:16, 8:16] = 1.5 + i / n
         score = float(values.max() * 10)
-        finding = find(np.array([score]), np.array([score / 10]), values[None])[0] if calibrated else None
+        finding = decide(np.array([score]), values[None], Thresholds(image_threshold=10.0, pixel_threshold=1.0)
+                         )[0] if calibrated else None
         image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
         label = ("spot" if defective else "good") if labelled else None
         truth = values >= 1.5 if defective else None

@@ -25,9 +25,11 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def model(mvtec_folder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "m"
+    # 8 good images: 2 held out, which only mean + 3 sd turns into a usable threshold (and fit warns)
     output = invoke("fit", "--method", "knn", "--data", mvtec_folder, "--out", folder, "--image-size",
-                    128).output
+                    128, "--calibrate", "mu3sigma").output
     assert "fitted knn on 6 images" in output and "mu3sigma: mean + 3 sd of 2 good images" in output
+    assert "only 2 good image(s) to calibrate on" in " ".join(output.split())
     return folder
 
 
@@ -64,6 +66,22 @@ def test_predict_rows_have_decisions_regions_and_masks(model, mvtec_folder, tmp_
     assert all(f'data-label="{labels[r["path"]]}"' in text for r in rows)
 
 
+def test_predict_and_the_service_say_the_same_of_each_image(model, mvtec_folder, tmp_path):
+    from fastapi.testclient import TestClient
+
+    import lineguard
+    from lineguard.serve import create_app
+
+    invoke("predict", model, mvtec_folder / "test", "--out", tmp_path / "results", "--no-report")
+    rows = [json.loads(line) for line in (tmp_path / "results" / "results.jsonl").read_text().splitlines()]
+    client = TestClient(create_app(lineguard.load(model)))
+    files = [("files", (row["path"], open(row["path"], "rb"), "image/png")) for row in rows]
+    answers = client.post("/v1/inspect-batch?images=false", files=files).json()["results"]
+    keys = ("score", "normalized_score", "decision", "regions")
+    assert [{k: a[k] for k in keys} for a in answers] == [{k: r[k] for k in keys} for r in rows]
+    assert {r["decision"] for r in rows} == {"ok", "defect"}
+
+
 @pytest.mark.slow
 def test_recalibrating_refuses_to_mix_decisions_in_one_results_folder(model, mvtec_folder, tmp_path):
     recalibrated = tmp_path / "model"
@@ -78,7 +96,7 @@ def test_recalibrating_refuses_to_mix_decisions_in_one_results_folder(model, mvt
     assert state(recalibrated)["pixel_threshold_"] == 3.5
     result = runner.invoke(app, ["predict", str(recalibrated), str(mvtec_folder / "test"), "--out",
                                  str(tmp_path / "results")])
-    assert result.exit_code != 0 and "other thresholds" in str(result.exception)
+    assert result.exit_code != 0 and "other thresholds" in result.output
 
     invoke("calibrate", recalibrated, "--data", mvtec_folder, "--rule", "f1")
     assert "F1-max on 8 labelled images" in state(recalibrated)["calibration_"]

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from lineguard.scoring import batch
-from lineguard.scoring.batch import (interval_mean, match_bank, mutual_patch_scores, nearest_images,
-                                     nearest_in_each_image, rescore_by_similarity)
+from lineguard.scoring.batch import (interval_mean, look_alikes, match_bank, mutual_patch_scores,
+                                     nearest_in_each_image, nearest_in_look_alikes, rescore_by_similarity)
 
 
 def features(n, patches, dim, seed=0):
@@ -79,31 +79,38 @@ def test_match_bank_excludes_each_image_from_its_own_reference(monkeypatch, bloc
     assert patch_dist[0, 2] > 0.01
 
 
-@pytest.mark.parametrize("k", [1, 3, 20])  # 20: more than the other images there are
-def test_nearest_images_matches_brute_force(k):
-    g = torch.Generator().manual_seed(k)
+def test_look_alikes_are_the_images_of_the_same_kind_wherever_the_pattern_lies():
+    # three kinds of image in shuffled order: a common background with the kind's pattern in 3 of 16 cells, at
+    # random places; an image's look-alikes are the others of its kind, never itself
+    g = torch.Generator().manual_seed(0)
+    background, patterns = torch.randn(8, generator=g), torch.randn(3, 8, generator=g)
+    kinds = torch.tensor([0, 1, 2] * 4)[torch.randperm(12, generator=g)]
+    level = background[None, :, None, None] + 0.05 * torch.randn(12, 8, 4, 4, generator=g)
+    for i, kind in enumerate(kinds.tolist()):
+        for cell in torch.randperm(16, generator=g)[:3].tolist():
+            level[i, :, cell // 4, cell % 4] = patterns[kind]
+    neighbours = look_alikes(level, 3, cells=4)
+    assert neighbours.shape == (12, 3)
+    for i in range(12):
+        assert i not in neighbours[i].tolist()
+        assert torch.all(kinds[neighbours[i]] == kinds[i])
+    assert look_alikes(level[:3], 8, cells=2).shape == (3, 2)  # at most the other images
+    with pytest.raises(ValueError, match="at least 2 images"):
+        look_alikes(level[:1], 3, cells=2)
+
+
+def test_nearest_in_look_alikes_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
     queries = torch.randn(6, 5, 4, generator=g)
-    bank_images = torch.randint(-1, 9, (60,), generator=g)  # -1 and 6-8: rows of no query image
-    bank = torch.randn(60, 4, generator=g)
-    bank[bank_images == 2] = bank[0].clone()  # image 2 repeats one row: one image however many rows
-    d = torch.cdist(queries.double(), bank.double()[None]).float()  # (N, L, M)
-    expected = torch.empty(6, 5)
-    for i in range(6):
-        per_image = torch.stack([d[i][:, bank_images == j].amin(1) for j in bank_images.unique() if j != i], 1)
-        expected[i] = per_image.topk(min(k, per_image.shape[1]), dim=1, largest=False).values.mean(1)
-    assert torch.allclose(nearest_images(queries, bank, bank_images, k), expected, atol=1e-5)
-
-
-def test_nearest_images_counts_images_not_rows():
-    # image 1 holds three copies of the query's pattern, images 2 and 3 one near copy each: with k = 2 the
-    # three copies count once
-    query = torch.zeros(1, 1, 2)
-    bank = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
-    scores = nearest_images(query, bank, torch.tensor([1, 1, 1, 2, 3]), k=2)
-    assert scores.item() == pytest.approx((0 + 3) / 2)
-    assert torch.isinf(nearest_images(query, bank[:3], torch.tensor([0, 0, 0]), k=2)).all()  # only its own rows
-    with pytest.raises(ValueError, match="k must be"):
-        nearest_images(query, bank, torch.tensor([1, 1, 1, 2, 3]), k=0)
+    neighbours = torch.stack([(a + 1 + torch.randperm(5, generator=g)[:3]) % 6 for a in range(6)])  # never a
+    kept = torch.stack([torch.randperm(5, generator=g)[:2] for _ in range(6)])
+    expected = torch.empty(6, 5, 3)
+    for a in range(6):
+        for j, b in enumerate(neighbours[a].tolist()):
+            expected[a, :, j] = torch.cdist(queries[a].double(), queries[b, kept[b]].double()).amin(1).float()
+    assert torch.allclose(nearest_in_look_alikes(queries, neighbours, kept), expected, atol=1e-5)
+    every_row = torch.cdist(queries[0].double(), queries[neighbours[0, 0]].double()).amin(1).float()
+    assert torch.allclose(nearest_in_look_alikes(queries, neighbours)[0, :, 0], every_row, atol=1e-5)
 
 
 def test_match_bank_with_only_own_rows_gives_inf():

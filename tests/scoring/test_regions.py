@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lineguard.scoring.regions import Finding, Region, defect_mask, find, find_regions
+from lineguard.scoring.regions import Region, defect_mask, find_regions
 
 
 def hand_drawn() -> np.ndarray:
@@ -40,13 +40,3 @@ def test_scaled_box_covers_the_region_in_the_original_image():
     # map 6 x 8 -> image 15 x 20: x scale 2.5, y scale 2.5
     assert region.scaled((6, 8), (15, 20)) == Region(x0=2, y0=0, x1=8, y1=8, area=25, peak=1.5)
     assert Region(x0=7, y0=5, x1=8, y1=6, area=1, peak=1).scaled((6, 8), (15, 20)).x1 == 20
-
-
-def test_findings_decide_at_one():
-    values = hand_drawn()
-    findings = find(np.array([3.0, 1.0]), np.array([1.0, 0.999]), np.stack([values, np.zeros_like(values)]))
-    assert [f.decision for f in findings] == ["defect", "ok"]
-    summary = findings[0].to_dict((12, 16))
-    assert summary["decision"] == "defect" and len(summary["regions"]) == 3
-    assert summary["regions"][0] == {"x0": 14, "y0": 0, "x1": 16, "y1": 2, "area": 4, "peak": 3.0}
-    assert isinstance(findings[1], Finding) and findings[1].regions == []

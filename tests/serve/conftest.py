@@ -26,7 +26,7 @@ def png(array: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="session")
 def model(parts):
-    """knn fitted on the 12 support parts and calibrated (mu3sigma) on 6 other good parts."""
+    """knn fitted on the 12 support parts and calibrated (t3sigma, the default) on 6 other good parts."""
     support, _, _, _ = parts
     detector = lineguard.create("knn", image_size=SIZE).fit(support)
     held_out = to_tensor(make_batch(6, 0, size=SIZE, seed=20))

@@ -18,6 +18,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError, ParameterError
+
 
 @dataclass(frozen=True)
 class Level:
@@ -28,15 +30,15 @@ class Level:
     stride: int  # pixels of input per feature cell
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(LineguardError, ValueError):
     """A backbone name that is not in the registry."""
 
 
-class LevelSelectionError(ValueError):
+class LevelSelectionError(ParameterError):
     """Level indices that do not select levels of the named backbone."""
 
 
-class ImageSizeError(ValueError):
+class ImageSizeError(LineguardError, ValueError):
     """An input whose height or width the backbone cannot map onto an exact feature grid."""
 
 

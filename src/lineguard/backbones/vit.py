@@ -26,6 +26,7 @@ from lineguard.backbones.weights import (
     resolve_weights,
     timm_weight_sources,
 )
+from lineguard.extras import require
 
 
 def evenly_spaced(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -138,11 +139,11 @@ class OpenClipVit:
     pretrained: str  # open_clip's pretrained tag
 
     def _pretrained_config(self) -> Mapping:
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         return open_clip.get_pretrained_cfg(self.arch, self.pretrained)
 
     def _make(self) -> nn.Module:
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         config = open_clip.get_model_config(self.arch)
         quick_gelu = self._pretrained_config().get("quick_gelu", False)  # the activation it was trained with
         # what open_clip.create_model builds for `.visual`, without the text tower
@@ -150,7 +151,7 @@ class OpenClipVit:
                                                    quick_gelu=quick_gelu)
 
     def all_levels(self) -> tuple[Level, ...]:
-        import open_clip
+        open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
         vision = open_clip.CLIPVisionCfg(**open_clip.get_model_config(self.arch)["vision_cfg"])
         return tuple(Level(f"transformer.resblocks.{i}", vision.width, vision.patch_size)
                      for i in range(vision.layers))
@@ -160,7 +161,7 @@ class OpenClipVit:
 
     def _sources(self) -> WeightSources:
         def download() -> StateDict:
-            import open_clip
+            open_clip = require("open_clip", f"the CLIP backbone {self.arch}")
             return open_clip.create_model(self.arch, pretrained=self.pretrained).visual.state_dict()
 
         return WeightSources(

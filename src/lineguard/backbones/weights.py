@@ -29,22 +29,20 @@ from pathlib import Path
 import huggingface_hub
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-StateDict = dict[str, Tensor]
+from lineguard.backbones.weight_files import (
+    StateDict,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+    load_weights_file,
+    save_weights_file,
+)
 
 RANDOM_WEIGHTS = "random"
 SOURCE_KEY = "lineguard_source"  # safetensors metadata: where a cached file was converted / downloaded from
 HUB_PROBE_TIMEOUT_S = 3.0
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """No weights could be found for a backbone (or an explicit weights file does not exist)."""
-
-
-class WeightsMismatchError(ValueError):
-    """A weights file was found but its tensors do not fit the backbone's network."""
 
 
 def as_is(state_dict: StateDict, origin: str) -> StateDict:
@@ -78,34 +76,12 @@ def cache_path(name: str) -> Path:
     return cache_dir() / f"{name}.safetensors"
 
 
-def load_weights_file(path: str | Path) -> StateDict:
-    """A flat name -> tensor mapping from `.safetensors`, or `.pth/.pt/.bin` (torch.load, weights only).
-
-    Checkpoints that wrap the weights under "state_dict" or "model" are unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle / zip / runtime errors for foreign files
-        raise WeightsMismatchError(f"{path} is not a safetensors file or a torch state dict: {err}") from err
-    for wrapper in ("state_dict", "model"):
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
-            loaded = loaded[wrapper]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
-        raise WeightsMismatchError(f"{path} does not hold a flat mapping of names to tensors")
-    return dict(loaded)
-
-
 def save_cache(state_dict: Mapping[str, Tensor], path: Path, *, source: str) -> None:
     """Write atomically (concurrent runs never see half a file); an unwritable cache only warns."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp, metadata={SOURCE_KEY: source})
+        save_weights_file(state_dict, tmp, metadata={SOURCE_KEY: source})
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

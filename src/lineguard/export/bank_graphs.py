@@ -57,7 +57,7 @@ class PatchCoreGraph(nn.Module):
             self.reduction = buffer(self, "reduction", reduce_channels(unit, detector.reduce_dim)[:, :, 0, 0])
         rows = block_rows(patches_per_image(self.features, detector.image_size), len(detector.memory_bank_))
         self.bank = BlockedBank(detector.memory_bank_, rows)
-        self.b, self.baseline_quantile = detector.b, detector.baseline_quantile
+        self.reweight_neighbours, self.baseline_quantile = detector.reweight_neighbours, detector.baseline_quantile
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         if self.lighting is not None:
@@ -75,11 +75,11 @@ class PatchCoreGraph(nn.Module):
 
     def image_scores(self, queries: Tensor, patch_scores: Tensor) -> Tensor:
         """(N, P, D), (N, P) -> (N,): ``scoring.image.reweighted_max``, with m* found by the graph's search."""
-        if self.b == 1:
+        if self.reweight_neighbours == 1:
             return max_score(patch_scores)
         m_test_star = gather_rows(queries, patch_scores.argmax(dim=1))  # (N, D)
         m_star = self.bank.rows_at(self.bank.topk(m_test_star, 1)[1][:, 0])  # (N, D)
-        _, neighbours = self.bank.topk(m_star, self.b)  # (N, b), m* among them
+        _, neighbours = self.bank.topk(m_star, self.reweight_neighbours)  # (N, b), m* among them
         neighbour_rows = self.bank.rows_at(neighbours.reshape(-1)).view(-1, neighbours.shape[1], queries.shape[2])
         return reweight((m_test_star - m_star).norm(dim=-1), (m_test_star[:, None] - neighbour_rows).norm(dim=-1))
 
@@ -121,7 +121,7 @@ class SpadeGraph(nn.Module):
 
     def __init__(self, detector: Detector):
         super().__init__()
-        self.features, self.maps, self.radius = Features(detector), MapHead(detector), detector.radius
+        self.features, self.maps, self.patch_size = Features(detector), MapHead(detector), detector.patch_size
         self.images = BlockedBank(detector.global_features_, len(detector.global_features_))
         self.k = min(detector.k_images, len(detector.global_features_))
         patches = buffer(self, "normal_patches", detector.patch_features_)  # (M images, P, D)
@@ -129,7 +129,7 @@ class SpadeGraph(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         levels = self.features.levels(images)
-        features = patch_features(levels, radius=self.radius)  # (N, D, h, w)
+        features = patch_features(levels, patch_size=self.patch_size)  # (N, D, h, w)
         d, h, w = dims(features)
         queries = flatten_patches(features).view(-1, h * w, d)  # (N, P, D)
         _, nearest = self.images.topk(levels[-1].mean(dim=(2, 3)), self.k)  # (N, K)

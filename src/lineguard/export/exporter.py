@@ -25,9 +25,11 @@ import torch
 from torch import nn
 
 from lineguard import __version__
+from lineguard.errors import ParameterError
 from lineguard.export.graphs import scoring_graph
 from lineguard.export.search import BlockedBank
 from lineguard.export.spec import EXTERNAL_DATA_FILE, FORMATS, INPUT_NAME, OUTPUT_NAMES, ExportSpec
+from lineguard.extras import require
 from lineguard.methods.base import Detector
 
 OPSET = 18
@@ -43,7 +45,7 @@ def export_detector(detector: Detector, folder: str | Path, *, format: str = "on
     be exported, with the reason.
     """
     if format not in FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ParameterError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
     graph = scoring_graph(detector)
     details = {"opset": OPSET, "exporter": "torch.onnx TorchScript tracer", "torch": torch.__version__,
                "lineguard": __version__, **search_details(graph)}
@@ -87,7 +89,7 @@ def trace(graph: nn.Module, image_size: int, path: Path) -> None:
 def write_onnx(traced: Path, folder: Path, external_data_bytes: int) -> str | None:
     """Save the traced graph as ``model.onnx``, weights outside it when they exceed ``external_data_bytes``;
     returns the external data file's name, or None."""
-    import onnx
+    onnx = require("onnx", "lineguard export")
 
     model = onnx.load(str(traced))  # external data the tracer may have written is read in too
     weights = sum(len(tensor.raw_data) for tensor in model.graph.initializer)
@@ -102,7 +104,7 @@ def write_onnx(traced: Path, folder: Path, external_data_bytes: int) -> str | No
 def write_openvino(traced: Path, folder: Path) -> str:
     """Convert the traced ONNX graph to OpenVINO IR (``model.xml`` + ``model.bin``), weights kept in float32
     (``save_model`` would halve them to float16 by default, and decisions would move); returns its version."""
-    import openvino as ov
+    ov = require("openvino", "lineguard export --format openvino")
 
     model = ov.convert_model(str(traced))
     ov.save_model(model, str(folder / FORMATS["openvino"]), compress_to_fp16=False)

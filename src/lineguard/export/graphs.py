@@ -17,13 +17,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError
 from lineguard.methods.base import Detector
 
 GraphBuilder = Callable[[Detector], nn.Module]
 _BUILDERS: dict[str, GraphBuilder] = {}
 
 
-class NotExportableError(ValueError):
+class NotExportableError(LineguardError, ValueError):
     """A detector that cannot become a graph; the message says why."""
 
 

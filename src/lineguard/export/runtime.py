@@ -17,14 +17,18 @@ Letters: N images, S working size.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from lineguard.errors import ParameterError
 from lineguard.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportFolderError, read_spec
+from lineguard.extras import MissingExtraError
 from lineguard.io.images import resize_array
 from lineguard.scoring.threshold import NotCalibratedError, Thresholds
 
@@ -49,6 +53,7 @@ class ExportedModel:
     runtime). ``threads`` caps the runtime's threads (None: its default, every core)."""
 
     uses_normal_images = True  # a fitted model: images are scored one batch at a time, never against each other
+    array_input = True  # numpy in and out: files and uploads are read without PyTorch
 
     def __init__(self, folder: str | Path, *, runtime: str | None = None, threads: int | None = None,
                  batch_size: int = 16):
@@ -56,12 +61,12 @@ class ExportedModel:
         self.spec = read_spec(self.folder)
         self.runtime = runtime or ("openvino" if self.spec.format == "openvino" else "onnxruntime")
         if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+            raise ParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.runtime == "onnxruntime" and self.spec.format != "onnx":
             raise ExportFolderError(f"{self.folder} holds an OpenVINO export: onnxruntime cannot run it (use "
                                     "runtime 'openvino', or export with --format onnx)")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         graph = self.folder / self.spec.graph
         self._run = onnxruntime_session(graph, threads) if self.runtime == "onnxruntime" else \
@@ -129,11 +134,18 @@ def load_export(folder: str | Path, *, runtime: str | None = None, threads: int 
     return ExportedModel(folder, runtime=runtime, threads=threads, batch_size=batch_size)
 
 
-def onnxruntime_session(graph: Path, threads: int | None) -> Session:
+def require_runtime(name: str) -> ModuleType:
+    """Import the runtime ``name``, or say how to install it (on a line PC: the runtime distribution)."""
     try:
-        import onnxruntime
+        return importlib.import_module(name)
     except ImportError:
-        raise ImportError("onnxruntime is not installed: pip install onnxruntime (or lineguard-runtime)") from None
+        extra = "" if name == "onnxruntime" else "[openvino]"
+        raise MissingExtraError(f"running an export on {name} needs the package {name!r}: pip install "
+                                f"'./runtime{extra}' (a line PC) or 'lineguard[export]'") from None
+
+
+def onnxruntime_session(graph: Path, threads: int | None) -> Session:
+    onnxruntime = require_runtime("onnxruntime")
     options = onnxruntime.SessionOptions()
     # No memory pattern: with a free batch axis it plans one block per input shape and keeps it. PatchCore bottle,
     # batch 16: peak RSS 457 MB against 601 MB, the same images/s.
@@ -150,11 +162,7 @@ def onnxruntime_session(graph: Path, threads: int | None) -> Session:
 
 
 def openvino_session(graph: Path, threads: int | None) -> Session:
-    try:
-        import openvino
-    except ImportError:
-        raise ImportError("openvino is not installed: pip install openvino (or 'lineguard-runtime[openvino]')"
-                          ) from None
+    openvino = require_runtime("openvino")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads

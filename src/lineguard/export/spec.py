@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lineguard.errors import LineguardError
+
 SPEC_FILE = "export.json"
 FORMAT_VERSION = 1
 FORMATS = {"onnx": "model.onnx", "openvino": "model.xml"}
@@ -24,7 +26,7 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("scores", "maps")
 
 
-class ExportFolderError(ValueError):
+class ExportFolderError(LineguardError, ValueError):
     """A folder that is not a lineguard export, or one this version cannot read."""
 
 

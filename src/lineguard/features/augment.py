@@ -19,8 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
+from lineguard.params import NON_NEGATIVE, Interval, check_params
 
-class AugmentationError(ValueError):
+
+class AugmentationError(ParameterError):
     """An augmentation setting outside its meaningful range."""
 
 
@@ -106,9 +109,13 @@ def adjust_contrast(images: Tensor, factor: float) -> Tensor:
     return TF.adjust_contrast(images, factor)
 
 
-def _check_range(name: str, value: float, low: float, high: float, *, closed: bool = False) -> None:
-    if not (low <= value <= high if closed else low <= value < high):
-        raise AugmentationError(f"{name} must be in [{low}, {high}{']' if closed else ')'}, got {value}")
+#: What each setting of :class:`Augmentations` may be; the few-shot detector declares its view parameters so.
+VIEW_CONSTRAINTS = {
+    "max_angle": [Interval(float, 0, 180)], "max_shift": [Interval(float, 0, 0.5, closed="left")],
+    "zoom_delta": [Interval(float, 0, 0.5)], "brightness_delta": [Interval(float, 0, 1, closed="left")],
+    "contrast_delta": [Interval(float, 0, 1, closed="left")],
+    **{count: [NON_NEGATIVE] for count in ("rotation_views", "translation_views", "zoom_views", "brightness_views",
+                                           "contrast_views")}}
 
 
 @dataclass(frozen=True)
@@ -123,30 +130,24 @@ class Augmentations:
     grayscale: bool = False
     hflip: bool = False
     vflip: bool = False
-    rotations: int = 0
+    rotation_views: int = 0
     max_angle: float = 0.0
-    translations: int = 0
+    translation_views: int = 0
     max_shift: float = 0.0
-    zooms: int = 0
+    zoom_views: int = 0
     zoom_delta: float = 0.0
-    brightness: int = 0
+    brightness_views: int = 0
     brightness_delta: float = 0.0
-    contrast: int = 0
+    contrast_views: int = 0
     contrast_delta: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_range("max_angle", self.max_angle, 0.0, 180.0, closed=True)
-        _check_range("max_shift", self.max_shift, 0.0, 0.5)
-        _check_range("zoom_delta", self.zoom_delta, 0.0, 0.5, closed=True)
-        _check_range("brightness_delta", self.brightness_delta, 0.0, 1.0)
-        _check_range("contrast_delta", self.contrast_delta, 0.0, 1.0)
-        for count, size, size_name in ((self.rotations, self.max_angle, "max_angle"),
-                                       (self.translations, self.max_shift, "max_shift"),
-                                       (self.zooms, self.zoom_delta, "zoom_delta"),
-                                       (self.brightness, self.brightness_delta, "brightness_delta"),
-                                       (self.contrast, self.contrast_delta, "contrast_delta")):
-            if count < 0:
-                raise AugmentationError(f"augmentation counts cannot be negative, got {count}")
+        check_params("Augmentations", Augmentations, vars(self), VIEW_CONSTRAINTS, error=AugmentationError)
+        for count, size, size_name in ((self.rotation_views, self.max_angle, "max_angle"),
+                                       (self.translation_views, self.max_shift, "max_shift"),
+                                       (self.zoom_views, self.zoom_delta, "zoom_delta"),
+                                       (self.brightness_views, self.brightness_delta, "brightness_delta"),
+                                       (self.contrast_views, self.contrast_delta, "contrast_delta")):
             if count and not size:
                 raise AugmentationError(f"{count} random views with {size_name}=0 would be plain copies; "
                                         f"set {size_name} > 0 or the count to 0")
@@ -154,8 +155,8 @@ class Augmentations:
     @property
     def views_per_image(self) -> int:
         """Copies each image becomes, the original included."""
-        return (1 + self.grayscale + self.hflip + self.vflip + self.rotations + self.translations + self.zooms
-                + self.brightness + self.contrast)
+        return (1 + self.grayscale + self.hflip + self.vflip + self.rotation_views + self.translation_views
+                + self.zoom_views + self.brightness_views + self.contrast_views)
 
     def expand(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """(B, 3, H, W) -> (B · views_per_image, 3, H, W): the originals first, then each kind of view."""
@@ -170,16 +171,48 @@ class Augmentations:
         def per_image(transform, values) -> Tensor:  # one value per image
             return torch.cat([transform(images[i:i + 1], *v) for i, v in enumerate(values)])
 
-        for angles in uniform(self.rotations, self.max_angle).tolist():
+        for angles in uniform(self.rotation_views, self.max_angle).tolist():
             views.append(per_image(rotate, [(a,) for a in angles]))
         limit = max(1, round(self.max_shift * min(h, w)))
-        for _ in range(self.translations):
+        for _ in range(self.translation_views):
             shifts = torch.randint(-limit, limit + 1, (n, 2), generator=generator).tolist()
             views.append(per_image(translate, shifts))
-        for factors in uniform(self.zooms, self.zoom_delta, 1.0).tolist():
+        for factors in uniform(self.zoom_views, self.zoom_delta, 1.0).tolist():
             views.append(per_image(zoom, [(f,) for f in factors]))
-        for factors in uniform(self.brightness, self.brightness_delta, 1.0).tolist():
+        for factors in uniform(self.brightness_views, self.brightness_delta, 1.0).tolist():
             views.append(per_image(adjust_brightness, [(f,) for f in factors]))
-        for factors in uniform(self.contrast, self.contrast_delta, 1.0).tolist():
+        for factors in uniform(self.contrast_views, self.contrast_delta, 1.0).tolist():
             views.append(per_image(adjust_contrast, [(f,) for f in factors]))
         return torch.cat(views)  # -> (B · views_per_image, 3, H, W)
+
+
+# -- a second view of an image as a known affine transform (the Siamese encoder's training pairs) -------------
+def random_affines(n: int, generator: torch.Generator, *, max_angle: float, max_shift: float) -> Tensor:
+    """(n, 2, 3) affine matrices in normalised coordinates (as ``F.affine_grid`` takes them): a rotation up to
+    ``max_angle`` degrees, a horizontal and a vertical flip each with probability ½, and a shift up to
+    ``max_shift`` of the image side."""
+    angles = torch.deg2rad((2 * torch.rand(n, generator=generator) - 1) * max_angle)
+    flips = torch.where(torch.rand(n, 2, generator=generator) < 0.5, -1.0, 1.0)  # (n, 2): x and y mirror
+    shifts = (2 * torch.rand(n, 2, generator=generator) - 1) * 2 * max_shift  # normalised coords span 2
+    cos, sin = angles.cos(), angles.sin()
+    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (n, 2, 2)
+    linear = rotation * flips[:, None, :]  # rotate after mirroring the sampling coordinates
+    return torch.cat([linear, shifts[..., None]], dim=-1)
+
+
+def invert_affines(theta: Tensor) -> Tensor:
+    """(n, 2, 3) -> (n, 2, 3): the transform that undoes each one."""
+    inverse = torch.linalg.inv(theta[:, :, :2])
+    return torch.cat([inverse, -inverse @ theta[:, :, 2:]], dim=-1)
+
+
+def warp(x: Tensor, theta: Tensor, padding: str) -> Tensor:
+    """(B, C, H, W) sampled through (B, 2, 3) affines: out(p) = x(θ p), bilinear, with ``padding``."""
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def random_brightness(images: Tensor, generator: torch.Generator, delta: float) -> Tensor:
+    """(B, 3, H, W) with each image's intensities scaled by a factor uniform in [1 − delta, 1 + delta]."""
+    factors = 1 + (2 * torch.rand(len(images), 1, 1, 1, generator=generator) - 1) * delta
+    return (images * factors.to(images)).clamp(0, 1)

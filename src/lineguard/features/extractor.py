@@ -29,14 +29,14 @@ class PatchExtractor:
     """(B, 3, H, W) images in [0, 1] -> (B, D, h, w) aggregated patch features."""
 
     def __init__(self, backbone: str, *, levels: Sequence[int] | None, weights: str | Path | None,
-                 device: str, image_size: int, radius: int = 3, reduce_dim: int | None = None,
+                 device: str, image_size: int, patch_size: int = 3, reduce_dim: int | None = None,
                  head: Callable[[Tensor], Tensor] | None = None):
         self.backbone_name = backbone
         self.levels = levels
         self.weights = weights
         self.device = torch.device(device)
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.reduce_dim = reduce_dim
         self.head = head  # a trained module applied last, (B, D, h, w) -> (B, E, h, w): the Siamese encoder
         self._backbone: Backbone | None = None
@@ -60,7 +60,7 @@ class PatchExtractor:
     def patches(self, levels: list[Tensor]) -> Tensor:
         """Backbone maps [(B, C_l, h_l, w_l)] -> (B, D, h, w) patch features, through the head if there is one
         (no inference mode of its own, so an exported graph can trace it)."""
-        features = patch_features(levels, radius=self.radius, reduce_dim=self.reduce_dim)
+        features = patch_features(levels, patch_size=self.patch_size, reduce_dim=self.reduce_dim)
         return features if self.head is None else self.head(features)
 
     def iterate(self, batches, description: str = "features") -> Iterator[Tensor]:
@@ -70,7 +70,7 @@ class PatchExtractor:
 
 
 class BackboneFeatures:
-    """Mixin for detectors whose parameters include ``backbone, levels, weights, device, image_size, radius``:
+    """Mixin for detectors whose parameters include ``backbone, levels, weights, device, image_size, patch_size``:
     their :class:`PatchExtractor`, built on first use so constructing or reloading a detector stays cheap."""
 
     backbone: str
@@ -78,7 +78,7 @@ class BackboneFeatures:
     weights: str | None
     device: str
     image_size: int
-    radius: int
+    patch_size: int
 
     def feature_levels(self) -> Sequence[int] | None:
         """The levels to extract: the ``levels`` parameter (None: the backbone's defaults). A method whose
@@ -93,6 +93,6 @@ class BackboneFeatures:
     def extractor(self) -> PatchExtractor:
         if getattr(self, "_extractor", None) is None:
             self._extractor = PatchExtractor(self.backbone, levels=self.feature_levels(), weights=self.weights,
-                                             device=self.device, image_size=self.image_size, radius=self.radius,
+                                             device=self.device, image_size=self.image_size, patch_size=self.patch_size,
                                              head=self.feature_head())
         return self._extractor

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.patches import aggregate_neighbourhood
 
 DEFAULT_RADII = (1, 3, 5)  # MuSc's choice: 1 cell for thin defects, up to 5 for defects spanning several cells
@@ -34,7 +35,7 @@ def lnamd(levels: Sequence[Tensor], radii: Sequence[int] = DEFAULT_RADII) -> lis
     Levels keep their own grids (no resampling), which keeps the coarse level four times cheaper to compare.
     """
     if not radii:
-        raise ValueError("at least one aggregation radius is needed")
+        raise ParameterError("at least one aggregation radius is needed")
     views = []
     for level in levels:
         normalised = layer_normalise(level.float())

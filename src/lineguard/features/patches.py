@@ -15,20 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 
-def aggregate_neighbourhood(features: Tensor, radius: int) -> Tensor:
-    """Average every cell with its ``radius × radius`` neighbourhood (odd radius, stride 1, same size).
+
+def aggregate_neighbourhood(features: Tensor, patch_size: int) -> Tensor:
+    """Average every cell with its ``patch_size × patch_size`` neighbourhood (odd size, stride 1, same size).
 
     (B, C, h, w) -> (B, C, h, w). Padding cells count as zeros, like PatchCore's AvgPool2d(p, 1, p // 2).
     Pooled in channels-last layout: the same values, 6–8× faster on the CPU (200 × 40 × 32 × 32, r = 5:
     44 ms against 244 ms), since each cell's neighbours are then contiguous runs of channels.
     """
-    if radius < 1 or radius % 2 == 0:
-        raise ValueError(f"neighbourhood radius must be a positive odd number, got {radius}")
-    if radius == 1:
+    if patch_size < 1 or patch_size % 2 == 0:
+        raise ParameterError(f"neighbourhood size must be a positive odd number, got {patch_size}")
+    if patch_size == 1:
         return features
-    return F.avg_pool2d(features.contiguous(memory_format=torch.channels_last), kernel_size=radius, stride=1,
-                        padding=radius // 2)
+    return F.avg_pool2d(features.contiguous(memory_format=torch.channels_last), kernel_size=patch_size, stride=1,
+                        padding=patch_size // 2)
 
 
 def align_levels(maps: Sequence[Tensor], grid: tuple[int, int] | None = None) -> Tensor:
@@ -37,7 +39,7 @@ def align_levels(maps: Sequence[Tensor], grid: tuple[int, int] | None = None) ->
     [(B, C_l, h_l, w_l)] -> (B, sum C_l, h, w); bilinear, as PatchCore and PaDiM do.
     """
     if not maps:
-        raise ValueError("no feature levels given")
+        raise ParameterError("no feature levels given")
     grid = grid or tuple(maps[0].shape[-2:])
     resized = [m if tuple(m.shape[-2:]) == grid else F.interpolate(m, size=grid, mode="bilinear",
                                                                      align_corners=False) for m in maps]
@@ -57,10 +59,10 @@ def reduce_channels(features: Tensor, dim: int) -> Tensor:
     return pooled.reshape(b, h, w, dim).permute(0, 3, 1, 2)
 
 
-def patch_features(maps: Sequence[Tensor], *, radius: int = 3, reduce_dim: int | None = None,
+def patch_features(maps: Sequence[Tensor], *, patch_size: int = 3, reduce_dim: int | None = None,
                    grid: tuple[int, int] | None = None) -> Tensor:
     """Backbone levels -> one (B, D, h, w) grid: aggregate, align, concatenate, optionally reduce."""
-    aggregated = [aggregate_neighbourhood(m, radius) for m in maps]
+    aggregated = [aggregate_neighbourhood(m, patch_size) for m in maps]
     features = align_levels(aggregated, grid)
     return reduce_channels(features, reduce_dim) if reduce_dim else features
 

@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
+
 
 def perlin_noise(size: int, cells: int, generator: torch.Generator) -> Tensor:
     """Gradient noise on a ``cells`` × ``cells`` lattice over a size × size image -> (size, size), roughly in
     [−1, 1], zero at every lattice point. ``size`` must be a multiple of ``cells``."""
     if cells < 1 or size % cells:
-        raise ValueError(f"perlin noise needs size divisible by cells, got size={size}, cells={cells}")
+        raise ParameterError(f"perlin noise needs size divisible by cells, got size={size}, cells={cells}")
     angles = 2 * math.pi * torch.rand(cells + 1, cells + 1, generator=generator)
     gradients = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (r+1, r+1, 2) unit lattice gradients
     step = size // cells
@@ -49,7 +51,7 @@ def perlin_masks(n: int, size: int, generator: torch.Generator, *, min_cells: in
     powers = range(int(math.log2(min_cells)), int(math.log2(min(max_cells, size))) + 1)
     choices = [2 ** p for p in powers if size % 2 ** p == 0]
     if not choices:
-        raise ValueError(f"no lattice between {min_cells} and {max_cells} cells divides size {size}")
+        raise ParameterError(f"no lattice between {min_cells} and {max_cells} cells divides size {size}")
     masks = []
     for _ in range(n):
         cells = choices[int(torch.randint(len(choices), (), generator=generator))]

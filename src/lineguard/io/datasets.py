@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lineguard.errors import LineguardError
 from lineguard.io.images import IMAGE_SUFFIXES, ImageError, image_size, list_images
 
 LAYOUTS = ("auto", "mvtec", "visa", "btad", "folder")
@@ -21,7 +22,7 @@ VISA_MASK_THRESHOLD = 0
 MASK_THRESHOLD = 127  # MVTec / BTAD masks are 0/255; Magnetic-Tile has a few intermediate values.
 
 
-class DatasetError(ValueError):
+class DatasetError(LineguardError, ValueError):
     """A dataset folder does not match its layout; the message names the file or folder."""
 
 
@@ -158,7 +159,7 @@ def _load_folder(root: Path) -> Dataset:
 
 def detect_layout(root: Path) -> str:
     """Guess the layout from the folder structure (see :func:`load_dataset`)."""
-    if (root / "train" / GOOD).is_dir() and (root / "test").is_dir():
+    if (root / "train" / GOOD).is_dir():  # a missing test/ is then named, not taken for a plain folder
         return "mvtec"
     if (root / "train" / "ok").is_dir():
         return "btad"
@@ -200,7 +201,7 @@ def load_dataset(
 
     Layouts: ``"mvtec"`` (also MPDD and Magnetic-Tile), ``"btad"``, ``"visa"`` (``root`` is the VisA
     root with ``category``, or the category folder), ``"folder"`` (any images, unlabelled test set), and
-    ``"auto"``: mvtec if ``train/good`` and ``test`` exist, btad if ``train/ok``, visa if ``split_csv`` or
+    ``"auto"``: mvtec if ``train/good`` exists, btad if ``train/ok``, visa if ``split_csv`` or
     ``Data/Images``, else folder. ``check_masks`` compares every mask's size with its image's from the
     file headers. A defect image without a mask is an error.
     """

@@ -16,30 +16,37 @@ Decisions (one each, written down so readers know):
   sensor units with no fixed range. NaN or infinite pixels are an error.
 * Truncated files are errors: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set and every image is
   fully decoded before use.
-* Without PyTorch: :func:`read_image_array`, :func:`resize_array` and :func:`load_array_batch` give the same
-  images as numpy arrays (Pillow's float resize; 2 × 10⁻⁷ from the torch resize at most, measured on
-  random images 900 → 256, 256 → 128, 100 × 120 → 256, 512 × 384 → 256).
-* Decompression bombs: ``width * height`` from the header is checked against ``max_pixels`` before
-  decoding. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``, a warning above it, an error above
-  twice it) is turned into :class:`ImageError` too, so to read larger images raise both limits.
+* Decompression bombs: the header's size is checked before any pixel is decoded (:mod:`lineguard.io.guard`:
+  the pixel count and every side).
+* Resizing costs at most the larger of the input and the output: :func:`resize` runs the two axes as two
+  passes when PyTorch's single pass would first stretch a tall image to the output's width.
+* Only the first page of a multi-page TIFF (or frame of an animated PNG) is read; an :class:`ImageWarning`
+  names the file.
+* Sources are file paths, open binary files (the service's spooled uploads), or bytes already in memory.
+* Without PyTorch (an exported model's runtime): :func:`read_image_array` and :func:`resize_array` give the same
+  images as numpy arrays (Pillow's float resize; 2 × 10⁻⁷ from the torch resize at most, measured on random
+  images 900 → 256, 256 → 128, 100 × 120 → 256, 512 × 384 → 256). PyTorch is imported where tensors are made.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-if TYPE_CHECKING:  # torch is imported where tensors are made, so the numpy readers work without it
+from lineguard.io.guard import DEFAULT_MAX_PIXELS, ImageError, Source, open_image, source_name
+
+if TYPE_CHECKING:
     import torch
 
-# Pillow's own default MAX_IMAGE_PIXELS (about 9459 x 9459); ~1 GiB once decoded to float32 RGB.
-DEFAULT_MAX_PIXELS = 89_478_485
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageError", "ImageWarning", "image_size", "list_images",
+           "load_batch", "read_image", "read_image_array", "read_mask", "resize", "resize_array", "resized_batch"]
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 _INTEGER_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -48,47 +55,8 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-class ImageError(ValueError):
-    """An image or mask could not be read; ``path`` is the file and ``reason`` says why."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self):  # keeps the two-argument constructor picklable across worker processes
-        return (type(self), (self.path, self.reason))
-
-
-@contextmanager
-def _open(path: str | Path, max_pixels: int | None) -> Iterator[Image.Image]:
-    """Open ``path`` lazily (header only) with the bomb guards applied; Pillow errors -> ImageError."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "no such file")
-    if not path.is_file():
-        raise ImageError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"exceeds Pillow's decompression-bomb limit: {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageError(path, "not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(path, f"cannot read header: {exc}") from exc
-    with img:
-        width, height = img.size
-        if width * height == 0:
-            raise ImageError(path, f"zero-size image ({width}x{height})")
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageError(
-                path, f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}"
-            )
-        yield img
+class ImageWarning(UserWarning):
+    """An image was read, but not all of it (the first page of several); the message names the file."""
 
 
 def _decode(img: Image.Image, path: Path) -> Image.Image:
@@ -141,19 +109,22 @@ def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
         raise ImageError(path, f"unsupported image mode {img.mode!r}: {exc}") from exc
 
 
-def read_image_array(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image_array(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read any supported image as float32 RGB ``(3, H, W)`` in [0, 1], EXIF orientation applied (numpy)."""
-    path = Path(path)
-    with _open(path, max_pixels) as img:
+    with open_image(source, max_pixels) as img:
+        path = source_name(source)
+        if getattr(img, "n_frames", 1) > 1:
+            warnings.warn(f"{path}: {img.n_frames} pages or frames, only the first is scored", ImageWarning,
+                          stacklevel=2)
         rgb = _to_rgb_array(_decode(img, path), path)  # (H, W, 3)
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))  # (3, H, W)
 
 
-def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Read any supported image as float32 RGB ``(3, H, W)`` in [0, 1], EXIF orientation applied."""
+def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """:func:`read_image_array` as a tensor (sharing its memory)."""
     import torch
 
-    return torch.from_numpy(read_image_array(path, max_pixels=max_pixels))
+    return torch.from_numpy(read_image_array(source, max_pixels=max_pixels))
 
 
 def read_mask(
@@ -169,8 +140,10 @@ def read_mask(
     largest channel (any coloured pixel is defect), float masks are compared as stored.
     ``expected_size`` is the image's (H, W); it is checked from the header, before decoding.
     """
+    import torch
+
     path = Path(path)
-    with _open(path, max_pixels) as img:
+    with open_image(path, max_pixels) as img:
         size = _oriented_size(img)
         if expected_size is not None and size != tuple(expected_size):
             raise ImageError(
@@ -183,17 +156,15 @@ def read_mask(
             levels = np.asarray(img.convert("L") if img.mode == "1" else img, dtype=np.float32)
         else:
             levels = np.asarray(img.convert("RGB")).max(axis=2)
-    import torch
-
     return torch.from_numpy(np.ascontiguousarray(levels > threshold))  # (H, W) bool
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
+def image_size(source: Source, *, max_pixels: int | None = None) -> tuple[int, int]:
     """(H, W) as displayed (EXIF rotation applied), read from the header without decoding pixels.
 
     A file truncated after its header still reports a size here; it fails in :func:`read_image`.
     """
-    with _open(path, None) as img:
+    with open_image(source, max_pixels) as img:
         return _oriented_size(img)
 
 
@@ -213,6 +184,12 @@ def resize(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"resize expects (3, H, W) or (B, 3, H, W), got shape {tuple(image.shape)}")
     height, width = _pixels(size)
     batch = image if image.dim() == 4 else image[None]  # (B, 3, H, W)
+    in_height, in_width = batch.shape[-2:]
+    if in_height * width > max(in_height * in_width, height * width):
+        # PyTorch resizes the width first: a tall image would be stretched to the output's width at its full
+        # height. Resizing the height first keeps every step within the output's size.
+        batch = F.interpolate(batch, size=(height, in_width), mode="bilinear", align_corners=False,
+                              antialias=True)
     out = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return out if image.dim() == 4 else out[0]
 
@@ -229,20 +206,31 @@ def resize_array(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return out.reshape(*image.shape[:-2], height, width)
 
 
+def resized_batch(images: list[np.ndarray], size: int, *, arrays: bool) -> np.ndarray | torch.Tensor:
+    """Decoded (3, H_i, W_i) arrays -> one (N, 3, S, S) batch for a scorer: numpy, resized by Pillow, for one
+    that takes arrays (an export, no PyTorch); else a tensor resized by PyTorch, as a detector's own images."""
+    if arrays:
+        return np.stack([resize_array(image, size) for image in images])
+    import torch
+
+    return torch.stack([resize(torch.from_numpy(image), size) for image in images])
+
+
 def list_images(*paths: str | Path) -> list[Path]:
     """Files as given, folders expanded recursively (sorted, image suffixes only), duplicates dropped.
 
     Hidden names inside folders are skipped: macOS ``._name.png`` resource forks and checkpoint
-    folders end in image suffixes but are not images.
+    folders end in image suffixes but are not images. Symbolic links that lead nowhere (dangling, or a loop)
+    are kept, so that reading them fails with their name and reason like any other unreadable file.
     """
     found: dict[Path, None] = {}
     for path in map(Path, paths):
-        if path.is_file():
+        if path.is_file() or path.is_symlink() and not path.is_dir():
             found[path] = None
         elif path.is_dir():
             images = sorted(
                 p for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink() and not p.is_dir())
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not images:
@@ -253,27 +241,12 @@ def list_images(*paths: str | Path) -> list[Path]:
     return list(found)
 
 
-Loaded = TypeVar("Loaded")
-
-
-def _load_each(paths: Iterable[str | Path], read: Callable[[Path], Loaded]
-               ) -> tuple[list[Loaded], list[Path], list[tuple[Path, str]]]:
-    """``read`` every path, keeping going past unreadable ones: (images, their paths, (path, reason) failures)."""
-    images: list[Loaded] = []
-    ok: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    for path in map(Path, paths):
-        try:
-            images.append(read(path))
-        except ImageError as exc:
-            failed.append((path, exc.reason))
-            continue
-        ok.append(path)
-    return images, ok, failed
-
-
-def load_batch(paths: Iterable[str | Path], *, size: int | tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS
-               ) -> tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]:
+def load_batch(
+    paths: Iterable[str | Path],
+    *,
+    size: int | tuple[int, int],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]:
     """Read and resize each image, skipping unreadable ones.
 
     Returns the stacked images ``(B, 3, S, S)`` of the ``ok`` paths, in order, and ``failed`` as
@@ -282,17 +255,16 @@ def load_batch(paths: Iterable[str | Path], *, size: int | tuple[int, int], max_
     import torch
 
     height, width = _pixels(size)
-    images, ok, failed = _load_each(paths, lambda path: resize(read_image(path, max_pixels=max_pixels),
-                                                               (height, width)))
+    images: list[torch.Tensor] = []
+    ok: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    for path in map(Path, paths):
+        try:
+            image = read_image(path, max_pixels=max_pixels)  # (3, H, W)
+        except ImageError as exc:
+            failed.append((path, exc.reason))
+            continue
+        images.append(resize(image, (height, width)))
+        ok.append(path)
     batch = torch.stack(images) if images else torch.empty(0, 3, height, width)  # (B, 3, S, S)
-    return batch, ok, failed
-
-
-def load_array_batch(paths: Iterable[str | Path], *, size: int | tuple[int, int],
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
-    """:func:`load_batch` without PyTorch: float32 ``(B, 3, S, S)`` numpy images (see :func:`resize_array`)."""
-    height, width = _pixels(size)
-    images, ok, failed = _load_each(paths, lambda path: resize_array(
-        read_image_array(path, max_pixels=max_pixels), (height, width)))
-    batch = np.stack(images) if images else np.empty((0, 3, height, width), dtype=np.float32)
     return batch, ok, failed

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.progress import track
 
 _BLOCK = 1 << 23  # entries of one rows × centres distance block (32 MB): bounds the temporaries
@@ -60,10 +61,10 @@ def greedy_coreset(features: Tensor, size: int, *, seed: int = 0, projection_dim
     """
     n = features.shape[0]
     if not 1 <= size <= n:
-        raise ValueError(f"coreset size must be between 1 and {n}, got {size}")
+        raise ParameterError(f"coreset size must be between 1 and {n}, got {size}")
     if projection_dim < 1 or n_starts < 1 or pool_size < 1:
-        raise ValueError(f"projection_dim, n_starts and pool_size must be at least 1, "
-                         f"got {projection_dim}, {n_starts}, {pool_size}")
+        raise ParameterError(f"projection_dim, n_starts and pool_size must be at least 1, "
+                             f"got {projection_dim}, {n_starts}, {pool_size}")
     generator = torch.Generator().manual_seed(seed)
     cover = _Cover(random_projection(features, projection_dim, generator))
     starts = torch.randperm(n, generator=generator)[:min(n_starts, size)]
@@ -129,5 +130,34 @@ class _Cover:
 def coreset_size(n: int, ratio: float) -> int:
     """Number of rows a ``ratio`` keeps of ``n`` (at least one)."""
     if not 0 < ratio <= 1:
-        raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+        raise ParameterError(f"coreset ratio must be in (0, 1], got {ratio}")
     return max(1, int(n * ratio))
+
+
+def image_coresets(features: Tensor, size: int, images_per_block: int = 16) -> Tensor:
+    """(N, L, D) rows grouped by image -> (N, size) indices: a greedy k-center coreset inside each image.
+
+    A batch scored against itself compares each patch with the patches of a few other images; most of an
+    image's patches repeat one another (a plain background, a uniform surface), so its k-center coreset serves
+    as that image's reference at a fraction of the rows, within its covering radius of the exact distances.
+    Exact distances (no projection): each image's (L, L) Gram matrix is one batched product, after which every
+    pick is a row gather. The first pick is the row farthest from the image's mean, so nothing is random.
+    """
+    n, patches, _ = features.shape
+    if not 1 <= size <= patches:
+        raise ParameterError(f"an image coreset keeps between 1 and {patches} rows, got {size}")
+    picks = torch.empty(n, size, dtype=torch.long)
+    for begin in range(0, n, images_per_block):
+        x = features[begin:begin + images_per_block].float()  # (B, L, D)
+        gram = x @ x.transpose(1, 2)  # (B, L, L)
+        sq = gram.diagonal(dim1=1, dim2=2)  # (B, L)
+        block = torch.arange(len(x))
+        min_d2 = torch.full_like(sq, float("inf"))
+        pick = (sq - 2 * (x @ x.mean(1, keepdim=True).transpose(1, 2))[..., 0]).argmax(1)  # farthest from the mean
+        for step in range(size):
+            picks[begin + block, step] = pick
+            d2 = sq + sq[block, pick][:, None] - 2 * gram[block, pick]  # (B, L) to the new centre
+            torch.minimum(min_d2, d2, out=min_d2)
+            min_d2[block, pick] = _PICKED
+            pick = min_d2.argmax(1)
+    return picks

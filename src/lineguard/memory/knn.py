@@ -17,14 +17,16 @@ and image AUROC, pixel AUROC and AUPRO agree with the exact search to three deci
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lineguard.extras import require
+
 Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
-SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
+SEARCH_BACKENDS: tuple[str, ...] = get_args(Backend)
 _IVF_MIN_BANK = 16_384  # below this a flat index is fast enough and exact
 _IVF_MIN_PER_LIST = 39  # faiss wants this many training rows per list, or it warns
 _BLOCK = 1 << 25  # entries of one queries × bank distance block in the torch search (128 MB of float32)
@@ -37,12 +39,6 @@ def pairwise_sq_distances(queries: Tensor, bank: Tensor, bank_sq_norms: Tensor |
         bank_sq_norms = bank.pow(2).sum(1)
     d2 = torch.addmm(bank_sq_norms[None], queries, bank.T, alpha=-2.0)
     return d2.add_(queries.pow(2).sum(1, keepdim=True)).clamp_min_(0.0)
-
-
-def check_search(search: str) -> None:
-    """Raise unless ``search`` names a backend (a detector's ``search`` parameter, checked at ``fit``)."""
-    if search not in SEARCH_BACKENDS:
-        raise ValueError(f"search must be one of {', '.join(SEARCH_BACKENDS)}, got {search!r}")
 
 
 class NearestNeighbours:
@@ -75,7 +71,7 @@ class NearestNeighbours:
         return "faiss-ivf" if self.bank.shape[0] >= _IVF_MIN_BANK else "faiss"
 
     def _build_faiss(self, ivf_lists: int | None, ivf_probe: int):
-        import faiss
+        faiss = require("faiss", f"the {self.backend} search backend")
 
         data = self.bank.cpu().numpy()
         dim = data.shape[1]

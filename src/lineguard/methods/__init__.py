@@ -11,10 +11,9 @@ from lineguard.methods import cse  # noqa: F401  (registers "cse")
 from lineguard.methods import patchcore  # noqa: F401  (registers "patchcore")
 from lineguard.methods import padim  # noqa: F401  (registers "padim")
 from lineguard.methods import spade  # noqa: F401  (registers "spade")
+from lineguard import DEFAULT_METHOD
 from lineguard.methods.base import (Detector, NotFittedError, Prediction, available_methods, create, load,
                                     method_class, register)
-
-DEFAULT_METHOD = "patchcore"  # what `lineguard demo` and a bare `evaluate` use
 
 __all__ = ["DEFAULT_METHOD", "Detector", "NotFittedError", "Prediction", "available_methods", "create", "load",
            "method_class", "register"]

@@ -11,13 +11,13 @@ Letters: B images, H × W image size, C channels of a layer, c latent channels.
 
 from __future__ import annotations
 
-from typing import Self
-
 import torch
 from torch import Tensor, nn
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import fit_size
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches, register
+from lineguard.params import POSITIVE, Each, Interval
 from lineguard.scoring.maps import gaussian_blur
 from lineguard.training import TrainedNetwork, one_cycle_cosine, resolve_device, train
 
@@ -66,8 +66,11 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 @register
 class Autoencoder(TrainedNetwork, Detector):
     name = "autoencoder"
+    parameter_constraints = {"channels": [Each(POSITIVE)], "latent": [POSITIVE], "epochs": [POSITIVE],
+                             "lr": [Interval(float, 0, None, "neither")],
+                             "holdout": [Interval(float, 0, 1, closed="left")]}
 
-    def __init__(self, image_size: int = 128, channels: list[int] | None = None, latent: int = 16,
+    def __init__(self, *, image_size: int = 128, channels: list[int] | None = None, latent: int = 16,
                  epochs: int = 50, lr: float = 2e-3, batch_size: int = 16, holdout: float = 0.2,
                  sigma: float = 4.0, seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
                  device: str = "cpu"):
@@ -91,17 +94,19 @@ class Autoencoder(TrainedNetwork, Detector):
     def build_network(self) -> nn.Module:
         return ConvAutoencoder(self.widths, self.latent)
 
-    def fit(self, images: ImageInput) -> Self:
+    def validate_params(self) -> None:
+        super().validate_params()
         factor = 2 ** len(self.widths)
         if self.image_size % factor:
-            raise ValueError(f"image_size must be a multiple of {factor} for {len(self.widths)} stages, "
-                             f"got {self.image_size}")
-        if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+            raise ParameterError(f"{self.name} parameter image_size must be a multiple of {factor} for "
+                                 f"{len(self.widths)} stages, got {self.image_size}")
+
+    def _fit(self, images: ImageInput) -> None:
         data = torch.cat([fit_size(b.float(), self.image_size) for b in as_batches(images, self.batch_size)])
         held, kept = holdout_split(len(data), self.holdout, self.seed)
         if len(kept) == 0:
-            raise ValueError(f"fit needs normal images to train on, got {len(data)}")
+            raise NoImagesError(f"{self.name}: fit needs normal images to train on besides the held-out ones, got "
+                                f"{len(data)}")
 
         network = self.new_network(self.seed)
         optimizer = torch.optim.Adam(network.parameters(), lr=self.lr)
@@ -117,11 +122,9 @@ class Autoencoder(TrainedNetwork, Detector):
         self.keep_network(network)
         if len(held) >= 2:  # the default decision threshold: μ + 3σ of normal images the network never saw
             self.calibrate(self.predict(data[held]), rule="mu3sigma")
-        return self
 
     @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
+    def _predict(self, images: ImageInput) -> Prediction:
         device = resolve_device(self.device)
         maps = []
         for batch in as_batches(images, self.batch_size):

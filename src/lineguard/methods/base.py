@@ -1,31 +1,33 @@
 """The one interface every detector follows, and the registry that names them.
 
-A detector is built from explicit keyword parameters (stored unchanged, checked at ``fit``), learns state in
-attributes ending in ``_`` and does no I/O: it takes image tensors and returns a :class:`Prediction`.
+A detector is built from explicit keyword-only parameters, stored unchanged and checked when its work starts —
+at ``fit``, or at ``predict`` for a method that learns nothing — against their annotations and the declared
+``parameter_constraints`` (:mod:`lineguard.params`). It learns state in attributes ending in ``_`` and
+does no I/O: it takes image tensors and returns a :class:`Prediction`.
 Saving is generic: tensors of the learned state (and dicts of tensors, such as a trained network's
-``state_dict``) go to ``state.safetensors``, everything else to ``config.json`` — no pickles, so a model
-folder from anyone is safe to load.
+``state_dict``) go to ``state.safetensors``, everything else to ``config.json``, and files the parameters
+name are copied in (:mod:`lineguard.methods.model_folder`, which also says what loading checks).
 
 Letters: N images, H × W image size.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lineguard.scoring.threshold import NotCalibratedError, Thresholds
+from lineguard.errors import LineguardError, ParameterError
+from lineguard.methods import model_folder
+from lineguard.methods.model_folder import THRESHOLD_STATE
+from lineguard.params import POSITIVE, Constraints, Interval, check_names, check_params, param_names
+from lineguard.scoring.threshold import DEFAULT_RULE, NotCalibratedError, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 
-FORMAT_VERSION = 1
 ImageInput = Tensor | Iterable[Tensor]  # (N, 3, H, W) floats in [0, 1], or an iterable of such batches
 
 
@@ -42,24 +44,50 @@ class Prediction:
                              f"{tuple(self.maps.shape)}")
 
 
-class NotFittedError(RuntimeError):
+class NoImagesError(LineguardError, ValueError):
+    """``fit`` or ``predict`` was handed no image (or too few) to work on."""
+
+
+class NotFittedError(LineguardError, RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
 
 
-#: Learned state written by :meth:`Detector.calibrate`: saved with the model, but not what makes it fitted.
-THRESHOLD_STATE = tuple(f"{field.name}_" for field in fields(Thresholds))
-
-
 class Detector(ABC):
-    """Base of all methods. Subclasses set ``name`` and implement ``fit`` and ``predict``."""
+    """Base of all methods. Subclasses set ``name``, take ``image_size`` and implement ``_fit`` and ``_predict``;
+    the public ``fit`` and ``predict`` check the parameters and the fitted state first."""
 
     name: ClassVar[str]
+    image_size: int  # the working resolution: maps come at image_size × image_size
+    #: Allowed values of parameters, by name (a class's own are merged over its bases'; names a class does not
+    #: take are ignored). Types come from the constructor's annotations.
+    parameter_constraints: ClassVar[Constraints] = {
+        "image_size": [POSITIVE], "batch_size": [POSITIVE], "sigma": [Interval(float, 0, None)],
+        "patch_size": [Interval(int, 1, None, odd=True)]}
     #: False for test-batch (zero-data) methods: they score the batch given to ``predict`` against itself.
     uses_normal_images: ClassVar[bool] = True
+    #: ``predict`` takes tensors (an exported model takes numpy arrays: ``lineguard.inspect.Scorer``).
+    array_input: ClassVar[bool] = False
+    #: Parameters that name a file or folder the detector reads: a saved model keeps copies inside its folder.
+    file_params: ClassVar[tuple[str, ...]] = ("weights",)
+    #: Learned tensors (or a network's entries, by their last name) holding indices or counts: int64, not float32.
+    integer_state: ClassVar[frozenset[str]] = frozenset({"num_batches_tracked"})
 
     @classmethod
     def param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        return param_names(cls)
+
+    @classmethod
+    def constraints(cls) -> Constraints:
+        """``parameter_constraints`` of the class and its bases, the class's own winning."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("parameter_constraints", {}))
+        return merged
+
+    def validate_params(self) -> None:
+        """Raise :class:`ParameterError` naming the first parameter whose type or value is not allowed. A method
+        with rules between parameters extends this (calling it first)."""
+        check_params(self.name, type(self).__init__, self.get_params(), self.constraints())
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.param_names()}
@@ -68,13 +96,27 @@ class Detector(ABC):
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
-    @abstractmethod
-    def fit(self, images: ImageInput) -> Self:
+    def fit(self, images: ImageInput = ()) -> Self:
         """Learn from normal images (few-shot: the support set). Test-batch methods accept nothing here."""
+        self.validate_params()
+        self._fit(images)
+        return self
+
+    def predict(self, images: ImageInput) -> Prediction:
+        """Score images; maps come at the detector's working resolution. A test-batch method scores the batch
+        against itself (and checks its parameters here, having no fit)."""
+        self.check_fitted()
+        if not self.uses_normal_images:
+            self.validate_params()
+        return self._predict(images)
 
     @abstractmethod
-    def predict(self, images: ImageInput) -> Prediction:
-        """Score images; maps come at the detector's working resolution."""
+    def _fit(self, images: ImageInput) -> None:
+        """Learn the state (attributes ending in ``_``) from the normal images."""
+
+    @abstractmethod
+    def _predict(self, images: ImageInput) -> Prediction:
+        """Score the images with the learned state."""
 
     # -- learned state ------------------------------------------------------------------------------------
     def learned_attributes(self) -> dict[str, Any]:
@@ -102,7 +144,7 @@ class Detector(ABC):
             setattr(self, name, getattr(thresholds, name[:-1]))
         return self
 
-    def calibrate(self, prediction: Prediction, *, rule: str = "mu3sigma", false_alarm_rate: float = 0.01,
+    def calibrate(self, prediction: Prediction, *, rule: str = DEFAULT_RULE, false_alarm_rate: float = 0.01,
                   labels: Tensor | None = None) -> Self:
         """Learn thresholds from the prediction on held-out images (good ones; labelled ones for ``f1``);
         see :mod:`lineguard.scoring.threshold` for the rules. Never calibrate on the images given to ``fit``,
@@ -120,18 +162,15 @@ class Detector(ABC):
                           thresholds.normalize_maps(prediction.maps))
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` (method, parameters, non-tensor state) and ``state.safetensors``."""
+        """Write ``config.json`` (method, parameters, non-tensor state) and ``state.safetensors``, and copy the
+        files the parameters name into ``folder``."""
         self.check_fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         learned = self.learned_attributes()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in flatten_tensors(learned).items()}
         others = {k: v for k, v in learned.items() if not (isinstance(v, Tensor) or is_tensor_dict(v))}
-        save_file(tensors, str(folder / "state.safetensors"))
-        config = {"format_version": FORMAT_VERSION, "method": self.name, "params": self.get_params(),
-                  "state": others}
-        (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        return folder
+        params = model_folder.bundle_files(self.get_params(), self.file_params, folder)
+        return model_folder.write_folder(folder, self.name, params, flatten_tensors(learned), others)
 
     def _restore(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         for key, value in {**unflatten_tensors(tensors), **state}.items():
@@ -170,7 +209,7 @@ _REGISTRY: dict[str, type[Detector]] = {}
 def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make a detector available by its ``name`` to ``create``, the CLI and benchmarks."""
     if cls.name in _REGISTRY:
-        raise ValueError(f"method name {cls.name!r} registered twice")
+        raise RuntimeError(f"method name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -183,32 +222,33 @@ def method_class(name: str) -> type[Detector]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}") from None
+        raise ParameterError(f"unknown method {name!r}; available: {', '.join(available_methods())}") from None
 
 
 def create(name: str, **params: Any) -> Detector:
-    """Build a detector by registry name, e.g. ``create("knn", backbone="effnet-lite0")``."""
+    """Build a detector by registry name, e.g. ``create("knn", backbone="effnet-lite0")``; a name the constructor
+    does not take is refused here, values when the detector starts work (``Detector.validate_params``)."""
     cls = method_class(name)
-    unknown = sorted(set(params) - set(cls.param_names()))
-    if unknown:
-        raise TypeError(f"{name} has no parameter(s) {', '.join(unknown)}; "
-                        f"its parameters are: {', '.join(cls.param_names())}")
+    check_names(name, cls, list(params))
     return cls(**params)
 
 
 def load(folder: str | Path) -> Detector:
-    """Load a detector saved with :meth:`Detector.save` (safetensors + JSON only)."""
+    """Load a detector saved with :meth:`Detector.save`: safetensors + JSON, from inside ``folder`` only,
+    every part checked (:mod:`lineguard.methods.model_folder`)."""
     folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a lineguard model folder: {config_path.name} is missing")
-    config = json.loads(config_path.read_text())
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{config_path}: unsupported model format {config.get('format_version')!r}")
-    detector = create(config["method"], **config["params"])
-    state_path = folder / "state.safetensors"
-    tensors = load_file(str(state_path)) if state_path.is_file() else {}
-    detector._restore(tensors, config.get("state", {}))
+    method, params, state = model_folder.read_config(folder)
+    where = folder / model_folder.CONFIG_FILE
+    try:
+        cls = method_class(method)
+        params = model_folder.resolve_files(params, cls.file_params, folder)
+        detector = create(method, **params)
+        detector.validate_params()
+    except ParameterError as exc:
+        raise model_folder.ModelFolderError(f"{where}: {exc}") from None
+    tensors = model_folder.read_tensors(folder)
+    model_folder.check_state(cls, tensors, state, folder)
+    detector._restore(tensors, state)
     return detector
 
 

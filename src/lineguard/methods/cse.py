@@ -20,20 +20,21 @@ K clusters, P sampled patch pairs.
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Iterable, Iterator
 
-import faiss
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lineguard.features.extractor import BackboneFeatures, fit_size
+from lineguard.errors import ParameterError
+from lineguard.extras import require
+from lineguard.features.extractor import fit_size
 from lineguard.features.patches import flatten_patches
 from lineguard.features.perlin import downsample_masks, plant_defects
-from lineguard.memory.knn import NearestNeighbours
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
-from lineguard.scoring.image import max_score
-from lineguard.scoring.maps import anomaly_maps
+from lineguard.methods.base import ImageInput, as_batches, register
+from lineguard.methods.grid import GridDetector
+from lineguard.params import POSITIVE, Interval
+from lineguard.progress import track
 from lineguard.training import TrainedNetwork, one_cycle_cosine, resolve_device, train
 
 
@@ -63,11 +64,17 @@ def sample(indices: Tensor, count: int, generator: torch.Generator) -> Tensor:
 
 
 @register
-class CSE(TrainedNetwork, BackboneFeatures, Detector):
+class CSE(TrainedNetwork, GridDetector):
     name = "cse"
+    parameter_constraints = {"dim": [POSITIVE], "clusters": [POSITIVE], "pairs": [POSITIVE],
+                             "bank_patches": [POSITIVE], "temperature": [Interval(float, 0, None, "neither")],
+                             "batch_size": [Interval(int, 2, None)],  # a defective half and a clean half
+                             "kmeans_samples": [POSITIVE], "epochs": [POSITIVE],
+                             "lr": [Interval(float, 0, None, "neither")]}
+    search_bank = "centroids_"
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, dim: int | None = None, clusters: int = 1024, temperature: float = 0.1,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, dim: int | None = None, clusters: int = 1024, temperature: float = 0.1,
                  pairs: int = 512, bank_patches: int = 4096, epochs: int = 3, lr: float = 1e-3,
                  batch_size: int = 16, kmeans_samples: int = 200_000, sigma: float = 4.0, seed: int = 0,
                  checkpoint_dir: str | None = None, resume: bool = False, weights: str | None = None,
@@ -75,7 +82,7 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.dim = dim
         self.clusters = clusters
         self.temperature = temperature
@@ -96,16 +103,6 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
         channels = sum(level.channels for level in self.extractor.backbone.levels)
         return selection_embedder(channels, self.dim or channels)
 
-    def _check(self) -> None:
-        if self.dim is not None and self.dim < 1:
-            raise ValueError(f"dim must be positive or None (keep every channel), got {self.dim}")
-        if min(self.clusters, self.pairs, self.bank_patches) < 1 or self.temperature <= 0:
-            raise ValueError(f"clusters, pairs, bank_patches and temperature must be positive, got "
-                             f"clusters={self.clusters}, pairs={self.pairs}, bank_patches={self.bank_patches}, "
-                             f"temperature={self.temperature}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (defective half, clean half), got {self.batch_size}")
-
     def training_step(self, network: nn.Module, images: Tensor, generator: torch.Generator) -> Tensor:
         """(B, 3, S, S) uint8 normal images -> ranking loss of the defective half against the clean half."""
         images = images.float() / 255
@@ -125,8 +122,7 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
         scores = torch.cdist(queries[chosen.to(queries.device)], bank).amin(dim=1)  # (2P,)
         return ranking_loss(scores[:self.pairs], scores[self.pairs:], self.temperature)
 
-    def fit(self, images: ImageInput) -> Self:
-        self._check()
+    def _fit(self, images: ImageInput) -> None:
         # (N, 3, S, S) uint8: a quarter of the memory of floats, and the image files are 8-bit anyway
         data = torch.cat([(fit_size(b.float(), self.image_size) * 255).round().to(torch.uint8)
                           for b in as_batches(images, self.batch_size)])
@@ -140,8 +136,6 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
               description="cse")
         self.keep_network(network)
         self.centroids_ = self._kmeans(data)
-        self._index = None
-        return self
 
     @torch.no_grad()
     def _embed(self, images: Tensor) -> Tensor:
@@ -155,23 +149,19 @@ class CSE(TrainedNetwork, BackboneFeatures, Detector):
         generator = torch.Generator().manual_seed(self.seed)
         chosen = embeddings[torch.randperm(len(embeddings), generator=generator)[:self.kmeans_samples]]
         if len(chosen) < self.clusters:
-            raise ValueError(f"{self.clusters} clusters need at least as many normal patches, "
-                             f"got {len(chosen)}; lower clusters")
+            raise ParameterError(f"{self.clusters} clusters need at least as many normal patches, "
+                                 f"got {len(chosen)}; lower clusters")
+        faiss = require("faiss", "cse's k-means")  # only here: without faiss every other method still works
         kmeans = faiss.Kmeans(chosen.shape[1], self.clusters, niter=25, seed=self.seed)
         kmeans.train(chosen.contiguous().numpy())
         return torch.from_numpy(kmeans.centroids).clone()
 
-    @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
-        if getattr(self, "_index", None) is None:
-            self._index = NearestNeighbours(self.centroids_)
-        scores, maps = [], []
-        for batch in as_batches(images, self.batch_size):
-            embeddings = self._embed(fit_size(batch.float(), self.image_size))  # (B, E, h, w)
-            n, _, h, w = embeddings.shape
-            distances, _ = self._index.search(flatten_patches(embeddings).cpu(), k=1)  # (B·h·w, 1)
-            patch_scores = distances[:, 0].view(n, h, w)
-            maps.append(anomaly_maps(patch_scores, (self.image_size, self.image_size), self.sigma))
-            scores.append(max_score(patch_scores))
-        return Prediction(torch.cat(scores), torch.cat(maps))
+    def features(self, batches: Iterable[Tensor], description: str) -> Iterator[Tensor]:
+        """(B, E, h, w) embeddings of each batch."""
+        for batch in track(batches, description):
+            yield self._embed(fit_size(batch.float(), self.image_size))
+
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, _, h, w = features.shape
+        distances, _ = self.index.search(flatten_patches(features).cpu(), k=1)  # (B·h·w, 1)
+        return distances[:, 0].view(n, h, w)

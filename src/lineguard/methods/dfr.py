@@ -12,16 +12,15 @@ Letters: N images, B a batch, D feature dimension, h × w the feature grid, L la
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
-from lineguard.scoring.image import max_score
-from lineguard.scoring.maps import anomaly_maps
+from lineguard.methods.base import register
+from lineguard.methods.grid import GridDetector
+from lineguard.params import POSITIVE, Interval
 from lineguard.training import TrainedNetwork, one_cycle_cosine, resolve_device, train
 
 
@@ -41,29 +40,35 @@ def pointwise_autoencoder(channels: int, latent: int) -> nn.Sequential:
 
 
 @register
-class DFR(TrainedNetwork, BackboneFeatures, Detector):
-    name = "dfr"
+class DFR(TrainedNetwork, GridDetector):
+    """Parameters of the training: ``latent`` code channels, ``epochs``, ``lr``, and ``patch_batch_size`` patch
+    vectors per optimiser step (every location is its own training example); ``batch_size`` counts images, as
+    for every method."""
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, latent: int = 48, epochs: int = 10, lr: float = 2e-3,
-                 batch_size: int = 4096, sigma: float = 4.0, seed: int = 0,
+    name = "dfr"
+    parameter_constraints = {"latent": [POSITIVE], "epochs": [POSITIVE], "lr": [Interval(float, 0, None, "neither")],
+                             "patch_batch_size": [POSITIVE]}
+
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, latent: int = 48, epochs: int = 10, lr: float = 2e-3,
+                 patch_batch_size: int = 4096, sigma: float = 4.0, seed: int = 0,
                  checkpoint_dir: str | None = None, resume: bool = False, weights: str | None = None,
-                 device: str = "cpu", image_batch_size: int = 16):
+                 device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.latent = latent
         self.epochs = epochs
         self.lr = lr
-        self.batch_size = batch_size
+        self.patch_batch_size = patch_batch_size
         self.sigma = sigma
         self.seed = seed
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.weights = weights
         self.device = device
-        self.image_batch_size = image_batch_size
+        self.batch_size = batch_size
 
     def build_network(self) -> nn.Module:
         return pointwise_autoencoder(len(self.mean_), self.latent)
@@ -74,14 +79,8 @@ class DFR(TrainedNetwork, BackboneFeatures, Detector):
         mean, std = self.mean_.to(features).view(1, -1, 1, 1), self.std_.to(features).view(1, -1, 1, 1)
         return (features - mean) / std
 
-    def fit(self, images: ImageInput) -> Self:
-        if self.latent < 1:
-            raise ValueError(f"latent must be at least 1, got {self.latent}")
-        batches = as_batches(images, self.image_batch_size)
-        feats = [flatten_patches(f) for f in self.extractor.iterate(batches, "dfr: normal features")]
-        if not feats:
-            raise ValueError("fit needs at least one normal image")
-        vectors = torch.cat(feats)  # -> (N·h·w, D)
+    def learn(self, features: Iterator[Tensor]) -> None:
+        vectors = torch.cat([flatten_patches(f) for f in features])  # -> (N·h·w, D)
         self.mean_, self.std_ = vectors.mean(0), vectors.std(0).clamp_min(1e-6)  # (D,), (D,)
         vectors = ((vectors - self.mean_) / self.std_)[..., None, None]  # -> (N·h·w, D, 1, 1)
 
@@ -91,24 +90,15 @@ class DFR(TrainedNetwork, BackboneFeatures, Detector):
         def loss(batch: Tensor, generator: torch.Generator) -> Tensor:
             return (network(batch) - batch).pow(2).mean()
 
-        train(network, optimizer, loss, vectors, epochs=self.epochs, batch_size=self.batch_size,
+        train(network, optimizer, loss, vectors, epochs=self.epochs, batch_size=self.patch_batch_size,
               seed=self.seed, schedule=one_cycle_cosine(), checkpoint_dir=self.checkpoint_dir,
               resume=self.resume,
               fingerprint={"method": self.name, "backbone": self.backbone, "levels": self.levels,
-                           "image_size": self.image_size, "radius": self.radius, "latent": self.latent,
+                           "image_size": self.image_size, "patch_size": self.patch_size, "latent": self.latent,
                            "lr": self.lr}, description="dfr")
         self.keep_network(network)
-        return self
 
-    @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
-        device = resolve_device(self.device)
-        scores, maps = [], []
-        batches = as_batches(images, self.image_batch_size)
-        for feats in self.extractor.iterate(batches, "dfr: scoring"):
-            x = self.standardized(feats.to(device))
-            patch_scores = (self.network(x) - x).pow(2).mean(dim=1).cpu()  # -> (B, h, w)
-            maps.append(anomaly_maps(patch_scores, (self.image_size, self.image_size), self.sigma))
-            scores.append(max_score(patch_scores))
-        return Prediction(torch.cat(scores), torch.cat(maps))
+    def patch_scores(self, features: Tensor) -> Tensor:
+        """Squared reconstruction error of each standardised patch vector, mean over channels: (B, h, w)."""
+        x = self.standardized(features.to(resolve_device(self.device)))
+        return (self.network(x) - x).pow(2).mean(dim=1).cpu()

@@ -24,17 +24,17 @@ Letters: B images, P = h · w patches per image, D feature dimension, M = |S| su
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
 from lineguard.memory.coreset import coreset_size, greedy_coreset
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.methods.base import register
+from lineguard.methods.grid import GridDetector
+from lineguard.params import FRACTION, POSITIVE, Interval
 from lineguard.scoring.image import top_k_mean
-from lineguard.scoring.maps import anomaly_maps
 
 
 def gram_factor(support: Tensor, lam: float, ridge: float) -> Tensor:
@@ -59,17 +59,19 @@ def reconstruction_weights(queries: Tensor, support: Tensor, mean: Tensor, lam: 
 
 
 @register
-class FastRecon(BackboneFeatures, Detector):
+class FastRecon(GridDetector):
     name = "fastrecon"
+    parameter_constraints = {"coreset_ratio": [FRACTION], "max_support": [POSITIVE], "top_k": [POSITIVE],
+                             "lam": [Interval(float, 0, None)], "ridge": [Interval(float, 0, None)]}
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, coreset_ratio: float = 0.05, max_support: int = 512, lam: float = 2.0,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, coreset_ratio: float = 0.05, max_support: int = 512, lam: float = 2.0,
                  ridge: float = 1e-6, top_k: int = 1, sigma: float = 4.0, seed: int = 0,
                  weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.coreset_ratio = coreset_ratio
         self.max_support = max_support
         self.lam = lam
@@ -81,32 +83,20 @@ class FastRecon(BackboneFeatures, Detector):
         self.device = device
         self.batch_size = batch_size
 
-    def fit(self, images: ImageInput) -> Self:
-        if self.lam < 0 or self.ridge < 0:
-            raise ValueError(f"lam and ridge must be non-negative, got lam={self.lam}, ridge={self.ridge}")
-        if self.max_support < 1 or self.top_k < 1:
-            raise ValueError(f"max_support and top_k must be at least 1, got {self.max_support}, {self.top_k}")
-        coreset_size(1, self.coreset_ratio)  # checks the ratio before any feature is extracted
-        feats = list(self.extractor.iterate(as_batches(images, self.batch_size), "fastrecon: support features"))
-        if not feats:
-            raise ValueError("fit needs at least one support image")
-        feats = torch.cat(feats)  # (K, D, h, w)
+    def learn(self, features: Iterator[Tensor]) -> None:
+        feats = torch.cat(list(features))  # (K, D, h, w)
         self.mean_ = flatten_patches(feats.mean(0, keepdim=True))  # μ: (P, D)
         patches = flatten_patches(feats)  # (K · P, D)
         spanning = max(coreset_size(len(patches), self.coreset_ratio), patches.shape[1])  # ≥ D rows: see above
         size = min(spanning, self.max_support, len(patches))
         self.support_ = patches[greedy_coreset(patches, size, seed=self.seed, progress=False)].contiguous()  # S
-        return self
 
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
-        scores, maps = [], []
-        for feats in self.extractor.iterate(as_batches(images, self.batch_size), "fastrecon: scoring"):
-            n, _, h, w = feats.shape
-            queries = flatten_patches(feats).view(n, h * w, -1)  # (B, P, D)
-            weights = reconstruction_weights(queries, self.support_, self.mean_, self.lam, self.ridge)
-            residual = queries.double() - weights @ self.support_.double()  # (B, P, D): Q − W S
-            patch_scores = residual.norm(dim=-1).float().view(n, h, w)
-            maps.append(anomaly_maps(patch_scores, (self.image_size, self.image_size), self.sigma))
-            scores.append(top_k_mean(patch_scores, self.top_k))
-        return Prediction(torch.cat(scores), torch.cat(maps))
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, _, h, w = features.shape
+        queries = flatten_patches(features).view(n, h * w, -1)  # (B, P, D)
+        weights = reconstruction_weights(queries, self.support_, self.mean_, self.lam, self.ridge)
+        residual = queries.double() - weights @ self.support_.double()  # (B, P, D): Q − W S
+        return residual.norm(dim=-1).float().view(n, h, w)
+
+    def image_scores(self, grid: Tensor, maps: Tensor) -> Tensor:
+        return top_k_mean(grid, self.top_k)

@@ -30,12 +30,11 @@ memory_bank``), where the support misses most of the line's variation:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Self
 
 import torch
 from torch import Tensor
 
-from lineguard.features.augment import Augmentations
+from lineguard.features.augment import VIEW_CONSTRAINTS, Augmentations
 from lineguard.features.extractor import fit_size
 from lineguard.features.lighting import lighting, match_lighting
 from lineguard.methods.base import ImageInput, as_batches, register
@@ -45,32 +44,38 @@ from lineguard.methods.siamese import PatchEncoder, load_encoder
 
 @register
 class FewShot(PatchCore):
-    name = "fewshot"
+    """PatchCore on an augmented support set: every PatchCore parameter, few-shot defaults, and the views."""
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, grayscale: bool = False, hflip: bool = True, vflip: bool = True,
-                 rotations: int = 0, max_angle: float = 15.0, translations: int = 0, max_shift: float = 0.05,
-                 zooms: int = 0, zoom_delta: float = 0.1, brightness: int = 6, brightness_delta: float = 0.6,
-                 contrast: int = 0, contrast_delta: float = 0.2, coreset_ratio: float = 0.25, b: int = 9,
-                 search: str = "auto", sigma: float = 4.0, baseline_quantile: float | None = 0.25, seed: int = 0,
-                 normalize_lighting: bool = True, weights: str | None = None, device: str = "cpu",
-                 batch_size: int = 16, encoder: str | None = None):
-        super().__init__(backbone=backbone, levels=levels, image_size=image_size, radius=radius,
-                         coreset_ratio=coreset_ratio, b=b, search=search, sigma=sigma,
-                         baseline_quantile=baseline_quantile, seed=seed, weights=weights, device=device,
-                         batch_size=batch_size)
+    name = "fewshot"
+    file_params = (*PatchCore.file_params, "encoder")
+    parameter_constraints = VIEW_CONSTRAINTS
+
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.25,
+                 projection_dim: int = 128, reweight_neighbours: int = 9, search: str = "auto",
+                 sigma: float = 4.0, baseline_quantile: float | None = 0.25, seed: int = 0, weights: str | None = None,
+                 device: str = "cpu", batch_size: int = 16, grayscale: bool = False, hflip: bool = True,
+                 vflip: bool = True, rotation_views: int = 0, max_angle: float = 15.0, translation_views: int = 0,
+                 max_shift: float = 0.05, zoom_views: int = 0, zoom_delta: float = 0.1, brightness_views: int = 6,
+                 brightness_delta: float = 0.6, contrast_views: int = 0, contrast_delta: float = 0.2,
+                 normalize_lighting: bool = True, encoder: str | None = None):
+        super().__init__(backbone=backbone, levels=levels, image_size=image_size, patch_size=patch_size,
+                         reduce_dim=reduce_dim, coreset_ratio=coreset_ratio, projection_dim=projection_dim,
+                         reweight_neighbours=reweight_neighbours,
+                         search=search, sigma=sigma, baseline_quantile=baseline_quantile, seed=seed,
+                         weights=weights, device=device, batch_size=batch_size)
         self.grayscale = grayscale
         self.hflip = hflip
         self.vflip = vflip
-        self.rotations = rotations
+        self.rotation_views = rotation_views
         self.max_angle = max_angle
-        self.translations = translations
+        self.translation_views = translation_views
         self.max_shift = max_shift
-        self.zooms = zooms
+        self.zoom_views = zoom_views
         self.zoom_delta = zoom_delta
-        self.brightness = brightness
+        self.brightness_views = brightness_views
         self.brightness_delta = brightness_delta
-        self.contrast = contrast
+        self.contrast_views = contrast_views
         self.contrast_delta = contrast_delta
         self.normalize_lighting = normalize_lighting
         self.encoder = encoder
@@ -81,7 +86,7 @@ class FewShot(PatchCore):
         if self.encoder is None:
             return None
         head = load_encoder(self.encoder, self.device)
-        head.check_features(backbone=self.backbone, levels=self.feature_levels(), radius=self.radius)
+        head.check_features(backbone=self.backbone, levels=self.feature_levels(), patch_size=self.patch_size)
         return head
 
     def augmentations(self) -> Augmentations:
@@ -89,17 +94,14 @@ class FewShot(PatchCore):
         Counts of random views only apply while their range is non-zero, so a range of 0 switches them off."""
         return Augmentations(
             grayscale=self.grayscale, hflip=self.hflip, vflip=self.vflip,
-            rotations=self.rotations if self.max_angle else 0, max_angle=self.max_angle,
-            translations=self.translations if self.max_shift else 0, max_shift=self.max_shift,
-            zooms=self.zooms if self.zoom_delta else 0, zoom_delta=self.zoom_delta,
-            brightness=self.brightness if self.brightness_delta else 0, brightness_delta=self.brightness_delta,
-            contrast=self.contrast if self.contrast_delta else 0, contrast_delta=self.contrast_delta)
+            rotation_views=self.rotation_views if self.max_angle else 0, max_angle=self.max_angle,
+            translation_views=self.translation_views if self.max_shift else 0, max_shift=self.max_shift,
+            zoom_views=self.zoom_views if self.zoom_delta else 0, zoom_delta=self.zoom_delta,
+            brightness_views=self.brightness_views if self.brightness_delta else 0,
+            brightness_delta=self.brightness_delta,
+            contrast_views=self.contrast_views if self.contrast_delta else 0, contrast_delta=self.contrast_delta)
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        self.augmentations()
-
-    def fit(self, images: ImageInput) -> Self:
+    def _fit(self, images: ImageInput) -> None:
         """Build the bank from the support set; with ``normalize_lighting``, first note the support's average
         lighting, which every support and query image is matched to."""
         support = [fit_size(batch.float(), self.image_size) for batch in as_batches(images, self.batch_size)]
@@ -107,7 +109,7 @@ class FewShot(PatchCore):
             self.lighting_ = lighting(torch.cat(support)).mean(dim=0)  # (2,): mean, standard deviation
         elif hasattr(self, "lighting_"):
             del self.lighting_
-        return super().fit(support)
+        super()._fit(support)
 
     def _matched(self, batches: Iterable[Tensor]) -> Iterator[Tensor]:
         """``batches`` with the support's lighting, when the detector was fitted with lighting matching."""
@@ -115,12 +117,12 @@ class FewShot(PatchCore):
         for batch in batches:
             yield batch.float() if reference is None else match_lighting(batch.float(), reference)
 
-    def _bank_images(self, images: ImageInput) -> Iterator[Tensor]:
+    def fit_batches(self, images: ImageInput) -> Iterator[Tensor]:
         """Batches of (≤ batch_size, 3, S, S) views of the support ``fit`` resized, augmented one input batch
         at a time."""
         augment, generator = self.augmentations(), torch.Generator().manual_seed(self.seed)
         for batch in self._matched(as_batches(images, self.batch_size)):
             yield from augment.expand(batch, generator).split(self.batch_size)
 
-    def _query_images(self, images: ImageInput) -> Iterator[Tensor]:
-        return self._matched(super()._query_images(images))
+    def query_batches(self, images: ImageInput) -> Iterator[Tensor]:
+        return self._matched(super().query_batches(images))

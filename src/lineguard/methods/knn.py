@@ -2,37 +2,37 @@
 
 The simplest full-shot method and the upper bound of what a coreset can keep: a query patch scores its
 Euclidean distance to the nearest normal patch (mean over ``k`` neighbours); the image score is the maximum.
-``search`` picks the index (``memory.knn``): ``auto`` turns to an approximate IVF index from 16,384 bank rows,
-``faiss`` or ``torch`` stay exact.
 
 Letters: N images, D feature dimension, h × w the feature grid, M bank size.
 """
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 
-from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.patches import flatten_patches
-from lineguard.memory.knn import NearestNeighbours, check_search
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
-from lineguard.scoring.image import max_score
-from lineguard.scoring.maps import anomaly_maps
+from lineguard.memory.knn import SEARCH_BACKENDS
+from lineguard.methods.base import register
+from lineguard.methods.grid import GridDetector
+from lineguard.params import POSITIVE, Options
 
 
 @register
-class KNN(BackboneFeatures, Detector):
+class KNN(GridDetector):
     name = "knn"
+    parameter_constraints = {"k": [POSITIVE], "search": [Options(*SEARCH_BACKENDS)]}
+    search_bank = "memory_bank_"
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
-                 radius: int = 3, k: int = 1, search: str = "auto", sigma: float = 4.0, weights: str | None = None,
-                 device: str = "cpu", batch_size: int = 16):
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+                 patch_size: int = 3, k: int = 1, search: str = "auto", sigma: float = 4.0,
+                 weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
-        self.radius = radius
+        self.patch_size = patch_size
         self.k = k
         self.search = search
         self.sigma = sigma
@@ -40,27 +40,13 @@ class KNN(BackboneFeatures, Detector):
         self.device = device
         self.batch_size = batch_size
 
-    def fit(self, images: ImageInput) -> Self:
-        if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
-        check_search(self.search)
-        feats = [flatten_patches(f) for f in self.extractor.iterate(as_batches(images, self.batch_size),
-                                                                      "knn: normal features")]
-        if not feats:
-            raise ValueError("fit needs at least one normal image")
-        self.memory_bank_ = torch.cat(feats)  # -> (M, D)
-        self._index = None
-        return self
+    def search_backend(self) -> str:
+        return self.search
 
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
-        if getattr(self, "_index", None) is None:
-            self._index = NearestNeighbours(self.memory_bank_, backend=self.search)
-        scores, maps = [], []
-        for feats in self.extractor.iterate(as_batches(images, self.batch_size), "knn: scoring"):
-            n, _, h, w = feats.shape
-            dist, _ = self._index.search(flatten_patches(feats), k=self.k)
-            patch_scores = dist.mean(1).view(n, h, w)
-            maps.append(anomaly_maps(patch_scores, (self.image_size, self.image_size), self.sigma))
-            scores.append(max_score(patch_scores))
-        return Prediction(torch.cat(scores), torch.cat(maps))
+    def learn(self, features: Iterator[Tensor]) -> None:
+        self.memory_bank_ = torch.cat([flatten_patches(f) for f in features])  # -> (M, D)
+
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, _, h, w = features.shape
+        dist, _ = self.index.search(flatten_patches(features), k=self.k)
+        return dist.mean(1).view(n, h, w)

@@ -17,11 +17,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.lnamd import as_patch_rows, lnamd
 from lineguard.methods.base import Prediction, register
-from lineguard.methods.zero_data import ZeroDataDetector, combine_views
+from lineguard.methods.zero_data import ZeroDataDetector
+from lineguard.params import FRACTION, POSITIVE, Each, Interval
 from lineguard.scoring.batch import mutual_patch_scores
 from lineguard.scoring.image import max_score
+from lineguard.scoring.maps import combine_views
 
 
 @register
@@ -32,8 +35,10 @@ class Mutual(ZeroDataDetector):
     MuSc: on bottle a 4 px blur lowered AUPRO from 0.957 to 0.953 and moved faint defects' peaks to the border)."""
 
     name = "mutual"
+    parameter_constraints = {"fraction": [FRACTION], "max_subset_size": [Interval(int, 2, None)],
+                             "rescore_k": [Each(POSITIVE)], "radii": [Each(Interval(int, 1, None, odd=True))]}
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  radii: list[int] | None = None, fraction: float = 0.3, rescore_k: list[int] | None = None,
                  max_subset_size: int | None = None, sigma: float = 0.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
@@ -54,20 +59,17 @@ class Mutual(ZeroDataDetector):
         by type) is spread evenly over the subsets."""
         if self.max_subset_size is None:
             return [torch.arange(n)]
-        if self.max_subset_size < 2:
-            raise ValueError(f"max_subset_size must be at least 2, got {self.max_subset_size}")
         count = -(-n // self.max_subset_size)
         return [torch.arange(s, n, count) for s in range(count)]
 
     def predict_levels(self, levels: Sequence[Tensor], subsets: Sequence[Tensor] | None = None) -> Prediction:
         """Compare images only within each subset of indices (default: ``subsets(N)``)."""
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        self.validate_params()  # also here: benchmarks score cached levels without predict()
         n = len(levels[0])
         subsets = self.subsets(n) if subsets is None else subsets
         covered = torch.cat(list(subsets)).sort().values
         if not torch.equal(covered, torch.arange(n)):
-            raise ValueError(f"subsets must cover each of the {n} images exactly once")
+            raise ParameterError(f"subsets must cover each of the {n} images exactly once")
         grid = torch.empty(n, *levels[0].shape[-2:])  # (N, h, w)
         for subset in subsets:
             views = lnamd([level[subset] for level in levels], self.radius_list)

@@ -18,20 +18,20 @@ Letters: N images, B a batch, C channels extracted, d channels kept, h × w the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import chain
-from typing import ClassVar, Self
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lineguard.backbones import backbone_levels
-from lineguard.features.extractor import BackboneFeatures
-from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches, register
+from lineguard.errors import ParameterError
+from lineguard.methods.base import Detector, register
+from lineguard.methods.grid import GridDetector
+from lineguard.params import POSITIVE, Interval, Options
 from lineguard.progress import track
 from lineguard.scoring.image import max_score
-from lineguard.scoring.maps import anomaly_maps
 
 PADIM_STRIDES = (4, 8, 16)
 SHRINKAGE = ("none", "ledoit-wolf")
@@ -85,11 +85,14 @@ def mahalanobis(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
 
 
 @register
-class PaDiM(BackboneFeatures, Detector):
+class PaDiM(GridDetector):
     name = "padim"
-    radius: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
+    integer_state = Detector.integer_state | {"channels_"}  # the channels kept: indices
+    parameter_constraints = {"n_features": [POSITIVE], "eps": [Interval(float, 0, None)],
+                             "shrinkage": [Options(*SHRINKAGE)]}
+    patch_size: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
-    def __init__(self, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
                  n_features: int | None = None, eps: float = 0.01, shrinkage: str = "none",
                  sigma: float = 4.0, seed: int = 0, weights: str | None = None, device: str = "cpu",
                  batch_size: int = 16):
@@ -109,30 +112,20 @@ class PaDiM(BackboneFeatures, Detector):
         """``levels``, or by default the stride-4, 8 and 16 levels PaDiM uses."""
         return self.levels if self.levels is not None else padim_levels(self.backbone)
 
-    def _features(self, images: ImageInput, description: str) -> Iterator[Tensor]:
+    def features(self, batches: Iterable[Tensor], description: str) -> Iterator[Tensor]:
         """(B, C, h, w) stacked levels of each batch."""
-        for batch in track(as_batches(images, self.batch_size), description):
+        for batch in track(batches, description):
             yield stack_levels(self.extractor.levels_of(batch))
 
-    def fit(self, images: ImageInput) -> Self:
-        if self.n_features is not None and self.n_features < 1:
-            raise ValueError(f"n_features must be a positive channel count or None (all), "
-                             f"got {self.n_features}")
-        if self.eps < 0:
-            raise ValueError(f"eps must be non-negative, got {self.eps}")
-        if self.shrinkage not in SHRINKAGE:
-            raise ValueError(f"shrinkage must be one of {', '.join(SHRINKAGE)}, got {self.shrinkage!r}")
-        batches = self._features(images, "padim: normal features")
-        first = next(batches, None)
-        if first is None:
-            raise ValueError("fit needs at least one normal image")
+    def learn(self, features: Iterator[Tensor]) -> None:
+        first = next(features)
         self.channels_ = self._choose_channels(first.shape[1])  # (d,)
         n_positions, d = first.shape[2] * first.shape[3], len(self.channels_)
         if n_positions * d * d * 4 > _MAX_PRECISION_BYTES:
-            raise ValueError(f"PaDiM with {d} channels at {n_positions} positions needs "
-                             f"{n_positions * d * d * 4 / 1e9:.0f} GB of precision matrices: set n_features "
-                             f"(the paper keeps 100 of ResNet-18's 448 channels, 550 of WRN-50's 1792)")
-        feats = [f.flatten(2)[:, self.channels_] for f in chain([first], batches)]  # [(B, d, P)]
+            raise ParameterError(f"PaDiM with {d} channels at {n_positions} positions needs "
+                                 f"{n_positions * d * d * 4 / 1e9:.0f} GB of precision matrices: set n_features "
+                                 f"(the paper keeps 100 of ResNet-18's 448 channels, 550 of WRN-50's 1792)")
+        feats = [f.flatten(2)[:, self.channels_] for f in (first, *features)]  # [(B, d, P)]
         self.mean_ = torch.empty(n_positions, d)
         self.precision_ = torch.empty(n_positions, d, d)
         identity = torch.eye(d, dtype=torch.float64)
@@ -147,26 +140,21 @@ class PaDiM(BackboneFeatures, Detector):
                                                            identity.expand_as(covariance), upper=False)
             self.mean_[start:stop] = x.mean(dim=1)
             self.precision_[start:stop] = factor_inverse.mT @ factor_inverse
-        return self
 
     def _choose_channels(self, available: int) -> Tensor:
         """A seeded random subset of ``n_features`` channel indices (all of them for None), sorted."""
         if self.n_features is None:
             return torch.arange(available)
         if self.n_features > available:
-            raise ValueError(f"n_features={self.n_features} but {self.backbone} levels "
-                             f"{self.feature_levels()} give only {available} channels")
+            raise ParameterError(f"n_features={self.n_features} but {self.backbone} levels "
+                                 f"{self.feature_levels()} give only {available} channels")
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randperm(available, generator=generator)[:self.n_features].sort().values
 
-    def predict(self, images: ImageInput) -> Prediction:
-        self.check_fitted()
-        scores, maps = [], []
-        size = (self.image_size, self.image_size)
-        for feats in self._features(images, "padim: scoring"):
-            n, _, h, w = feats.shape
-            kept = feats.flatten(2)[:, self.channels_]  # (B, d, P)
-            distances = mahalanobis(kept, self.mean_, self.precision_)  # (B, P)
-            maps.append(anomaly_maps(distances.view(n, h, w), size, self.sigma))
-            scores.append(max_score(maps[-1]))  # of the smoothed map, as anomalib's PaDiM
-        return Prediction(torch.cat(scores), torch.cat(maps))
+    def patch_scores(self, features: Tensor) -> Tensor:
+        n, _, h, w = features.shape
+        kept = features.flatten(2)[:, self.channels_]  # (B, d, P)
+        return mahalanobis(kept, self.mean_, self.precision_).view(n, h, w)  # (B, P) distances on the grid
+
+    def image_scores(self, grid: Tensor, maps: Tensor) -> Tensor:
+        return max_score(maps)  # of the smoothed map, as anomalib's PaDiM

@@ -13,7 +13,8 @@ Registration: the augmentation of the second image is a known affine transform; 
 back with the inverse transform (a spatial transformer with known parameters), so that a patch is compared
 with the patch at the same place of the product, and cells that came from outside the image do not count.
 
-``train_encoder`` trains across categories, ``save_encoder``/``load_encoder`` keep it as safetensors + JSON,
+The pairs' augmentation is ``features.augment``'s (``random_affines``, ``warp``, ``random_brightness``).
+``train_encoder`` trains across categories, ``save_encoder``/``load_encoder`` keep it as a model folder,
 and the loaded :class:`PatchEncoder` maps (B, D, h, w) backbone patch features to (B, D, h, w).
 
 Letters: B images, D backbone feature dimension, h × w the feature grid, S image size.
@@ -28,17 +29,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from lineguard.errors import LineguardError, ParameterError
+from lineguard.features.augment import invert_affines, random_affines, random_brightness, warp
 from lineguard.features.extractor import PatchExtractor, fit_size
+from lineguard.methods.model_folder import ModelFolderError, read_config, read_tensors, renamed, write_folder
 from lineguard.training import one_cycle_cosine, resolve_device, seeded, train
 
-ENCODER_FILE = "encoder.safetensors"
-CONFIG_FILE = "encoder.json"
+ENCODER_METHOD = "siamese-encoder"  # the "method" of its model folder
+LEGACY_CONFIG, LEGACY_WEIGHTS = "encoder.json", "encoder.safetensors"  # before model format 2
 
 
-class EncoderError(ValueError):
+class EncoderError(LineguardError, ValueError):
     """An encoder folder that is missing, malformed, or made for other backbone features."""
 
 
@@ -49,7 +53,7 @@ class EncoderConfig:
     backbone: str = "effnet-lite0"
     levels: list[int] | None = None
     image_size: int = 256
-    radius: int = 3
+    patch_size: int = 3
     weights: str | None = None
     hidden: int = 256
     predictor_hidden: int = 64
@@ -57,7 +61,7 @@ class EncoderConfig:
 
     def extractor(self, device: str) -> PatchExtractor:
         return PatchExtractor(self.backbone, levels=self.levels, weights=self.weights, device=device,
-                              image_size=self.image_size, radius=self.radius)
+                              image_size=self.image_size, patch_size=self.patch_size)
 
 
 def pointwise_mlp(widths: Sequence[int]) -> nn.Sequential:
@@ -109,38 +113,6 @@ def negative_cosine(prediction: Tensor, target: Tensor, valid: Tensor) -> Tensor
     return -cosine[valid].mean()
 
 
-# -- augmentation as a known affine transform ------------------------------------------------------------
-def random_affines(n: int, generator: torch.Generator, *, max_angle: float, max_shift: float) -> Tensor:
-    """(n, 2, 3) affine matrices in normalised coordinates (as ``F.affine_grid`` takes them): a rotation up to
-    ``max_angle`` degrees, a horizontal and a vertical flip each with probability ½, and a shift up to
-    ``max_shift`` of the image side."""
-    angles = torch.deg2rad((2 * torch.rand(n, generator=generator) - 1) * max_angle)
-    flips = torch.where(torch.rand(n, 2, generator=generator) < 0.5, -1.0, 1.0)  # (n, 2): x and y mirror
-    shifts = (2 * torch.rand(n, 2, generator=generator) - 1) * 2 * max_shift  # normalised coords span 2
-    cos, sin = angles.cos(), angles.sin()
-    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (n, 2, 2)
-    linear = rotation * flips[:, None, :]  # rotate after mirroring the sampling coordinates
-    return torch.cat([linear, shifts[..., None]], dim=-1)
-
-
-def invert_affines(theta: Tensor) -> Tensor:
-    """(n, 2, 3) -> (n, 2, 3): the transform that undoes each one."""
-    inverse = torch.linalg.inv(theta[:, :, :2])
-    return torch.cat([inverse, -inverse @ theta[:, :, 2:]], dim=-1)
-
-
-def warp(x: Tensor, theta: Tensor, padding: str) -> Tensor:
-    """(B, C, H, W) sampled through (B, 2, 3) affines: out(p) = x(θ p), bilinear, with ``padding``."""
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
-
-
-def brightness(images: Tensor, generator: torch.Generator, delta: float) -> Tensor:
-    """(B, 3, H, W) with each image's intensities scaled by a factor uniform in [1 − delta, 1 + delta]."""
-    factors = 1 + (2 * torch.rand(len(images), 1, 1, 1, generator=generator) - 1) * delta
-    return (images * factors.to(images)).clamp(0, 1)
-
-
 def same_category_partners(rows: Tensor, sizes: Tensor, generator: torch.Generator) -> Tensor:
     """For image indices (B,) into categories laid end to end with ``sizes`` (C,), a random other image of the
     same category for each -> (B,) indices; never the image itself."""
@@ -158,8 +130,8 @@ def train_encoder(categories: Sequence[Tensor], config: EncoderConfig = EncoderC
                   resume: bool = False, device: str = "cpu") -> SiameseEncoder:
     """Train on normal images of several categories, each (N_c, 3, S, S) in [0, 1]; pairs never mix them."""
     if not categories or any(len(c) < 2 for c in categories):
-        raise ValueError("every category needs at least two normal images to form pairs, got sizes "
-                         f"{[len(c) for c in categories]}")
+        raise ParameterError("every category needs at least two normal images to form pairs, got sizes "
+                             f"{[len(c) for c in categories]}")
     device = str(resolve_device(device))
     extractor = config.extractor(device)
     config = replace(config, channels=sum(level.channels for level in extractor.backbone.levels))
@@ -177,7 +149,7 @@ def train_encoder(categories: Sequence[Tensor], config: EncoderConfig = EncoderC
         first = images[rows].float() / 255
         theta = random_affines(len(rows), generator, max_angle=max_angle, max_shift=max_shift)
         second = warp(images[partners].float() / 255, theta, "reflection")
-        second = brightness(second, generator, brightness_delta)
+        second = random_brightness(second, generator, brightness_delta)
         f1 = extractor(first).clone()  # (B, D, h, w); clone: out of inference mode for autograd
         f2 = extractor(second).clone()
         back = invert_affines(theta)
@@ -196,14 +168,9 @@ def train_encoder(categories: Sequence[Tensor], config: EncoderConfig = EncoderC
 
 # -- saving and loading --------------------------------------------------------------------------------------
 def save_encoder(model: SiameseEncoder, folder: str | Path) -> Path:
-    """Write ``encoder.safetensors`` (the encoder's weights; the predictor is only for training) and
-    ``encoder.json`` (the config)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()},
-              str(folder / ENCODER_FILE))
-    (folder / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))
-    return folder
+    """A model folder (``config.json`` with the config, ``state.safetensors`` with the encoder's weights; the
+    predictor is only for training)."""
+    return write_folder(Path(folder), ENCODER_METHOD, asdict(model.config), model.encoder.state_dict(), {})
 
 
 class PatchEncoder(nn.Module):
@@ -214,13 +181,13 @@ class PatchEncoder(nn.Module):
         self.config = config
         self.encoder = encoder.eval().requires_grad_(False)
 
-    def check_features(self, *, backbone: str, levels: Sequence[int] | None, radius: int) -> None:
+    def check_features(self, *, backbone: str, levels: Sequence[int] | None, patch_size: int) -> None:
         """Raise unless features extracted this way are the ones the encoder was trained on."""
         mine = (self.config.backbone, None if self.config.levels is None else list(self.config.levels),
-                self.config.radius)
-        theirs = (backbone, None if levels is None else list(levels), radius)
+                self.config.patch_size)
+        theirs = (backbone, None if levels is None else list(levels), patch_size)
         if mine != theirs:
-            raise EncoderError(f"the encoder was trained on (backbone, levels, radius) = {mine}, but the "
+            raise EncoderError(f"the encoder was trained on (backbone, levels, patch_size) = {mine}, but the "
                                f"features given are {theirs}")
 
     @torch.no_grad()
@@ -229,19 +196,25 @@ class PatchEncoder(nn.Module):
 
 
 def load_encoder(path: str | Path, device: str = "cpu") -> PatchEncoder:
-    """Load an encoder folder written by :func:`save_encoder` (safetensors + JSON, no pickles)."""
+    """Load an encoder folder written by :func:`save_encoder` (or by lineguard before model format 2, as
+    ``encoder.json`` and ``encoder.safetensors``); safetensors + JSON, no pickles."""
     folder = Path(path)
-    if not (folder / CONFIG_FILE).is_file() or not (folder / ENCODER_FILE).is_file():
-        raise EncoderError(f"{folder} is not an encoder folder: it needs {CONFIG_FILE} and {ENCODER_FILE} "
-                           "(made by `lineguard train-encoder`)")
     try:
-        config = EncoderConfig(**json.loads((folder / CONFIG_FILE).read_text()))
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise EncoderError(f"{folder / CONFIG_FILE}: not an encoder config ({exc})") from exc
+        if (folder / LEGACY_CONFIG).is_file():
+            params = renamed(json.loads((folder / LEGACY_CONFIG).read_text()), ENCODER_METHOD, 1)
+            tensors = load_file(str(folder / LEGACY_WEIGHTS))
+        else:
+            method, params, _ = read_config(folder)
+            if method != ENCODER_METHOD:
+                raise EncoderError(f"{folder} holds a {method} model, not an encoder (made by `lineguard "
+                                   "train-encoder`)")
+            tensors = read_tensors(folder)
+        config = EncoderConfig(**params)
+    except (ModelFolderError, TypeError, json.JSONDecodeError, OSError) as exc:
+        raise EncoderError(f"{folder} is not an encoder folder made by `lineguard train-encoder`: {exc}") from exc
     encoder = SiameseEncoder(config).encoder
     try:
-        encoder.load_state_dict(load_file(str(folder / ENCODER_FILE)))
+        encoder.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise EncoderError(f"{folder / ENCODER_FILE} does not fit the encoder of {CONFIG_FILE}: "
-                           f"{exc}") from exc
+        raise EncoderError(f"{folder}: the weights do not fit the encoder of its config: {exc}") from exc
     return PatchEncoder(config, encoder).to(resolve_device(device))

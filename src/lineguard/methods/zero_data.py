@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Self
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.lnamd import DEFAULT_RADII
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches
@@ -31,7 +30,7 @@ class ZeroDataDetector(BackboneFeatures, Detector):
     (backbone, levels, weights, device, image_size, batch_size, radii, rescore_k, sigma) in ``__init__``."""
 
     uses_normal_images = False
-    radius = 1  # the extractor's own aggregation is off: LNAMD aggregates at its radii
+    patch_size = 1  # the extractor's own aggregation is off: LNAMD aggregates at its radii
 
     @property
     def radius_list(self) -> tuple[int, ...]:
@@ -41,13 +40,12 @@ class ZeroDataDetector(BackboneFeatures, Detector):
     def rescore_list(self) -> tuple[int, ...]:
         return tuple(self.rescore_k) if self.rescore_k is not None else DEFAULT_RESCORE_K
 
-    def fit(self, images: ImageInput = ()) -> Self:
+    def _fit(self, images: ImageInput) -> None:
         """Nothing to learn: the batch given to ``predict`` is its own reference."""
         if any(True for _ in as_batches(images, self.batch_size)):
-            raise ValueError(f"{self.name} uses no normal images: pass the unlabeled batch to predict()")
-        return self
+            raise ParameterError(f"{self.name} uses no normal images: pass the unlabeled batch to predict()")
 
-    def predict(self, images: ImageInput) -> Prediction:
+    def _predict(self, images: ImageInput) -> Prediction:
         """Read every image once, then score the batch against itself."""
         return self.predict_levels(self.read_levels(images, f"{self.name}: features"))
 
@@ -60,7 +58,7 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         per_batch = [[level.cpu() for level in self.extractor.levels_of(batch)]
                      for batch in track(as_batches(images, self.batch_size), description)]
         if not per_batch:
-            raise ValueError(f"{self.name} needs a batch of images to score, got none")
+            raise ParameterError(f"{self.name} needs a batch of images to score, got none")
         return [torch.cat(levels) for levels in zip(*per_batch, strict=True)]
 
     def finish(self, grid_scores: Tensor, image_scores: Tensor, levels: Sequence[Tensor]) -> Prediction:
@@ -71,16 +69,3 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         cells = self.sigma * grid_scores.shape[-1] / self.image_size
         maps = upsample(gaussian_blur(grid_scores.float(), cells), (self.image_size, self.image_size))
         return Prediction(scores, maps)
-
-
-def combine_views(view_scores: Sequence[Sequence[Tensor]]) -> Tensor:
-    """``view_scores[l][r]`` (N, h_l, w_l) -> (N, h, w): mean over radii, levels brought to the finest grid
-    (bilinear), mean over levels. Both means are linear, so their order does not matter."""
-    grid = view_scores[0][0].shape[-2:]
-    per_level = []
-    for radius_scores in view_scores:
-        level = torch.stack(list(radius_scores)).mean(0)[:, None]  # (N, 1, h_l, w_l)
-        if level.shape[-2:] != grid:
-            level = F.interpolate(level, size=grid, mode="bilinear", align_corners=False)
-        per_level.append(level[:, 0])
-    return torch.stack(per_level).mean(0)

@@ -8,11 +8,12 @@ Image level: ``image_auroc``, ``image_ap``, ``f1_max``; pixel level: ``pixel_aur
 
 from __future__ import annotations
 
-from lineguard.metrics.image import MetricError, f1_max, image_ap, image_auroc, image_ranking
+from lineguard.metrics.image import MetricError, f1_max, image_ap, image_auroc, image_ranking, roc_curve
 from lineguard.metrics.pixel import check_masks_maps, pixel_ap, pixel_auroc, pixel_ranking
 from lineguard.metrics.pro import aupro
 
-__all__ = ["MetricError", "aupro", "evaluate", "f1_max", "image_ap", "image_auroc", "pixel_ap", "pixel_auroc"]
+__all__ = ["MetricError", "aupro", "evaluate", "f1_max", "image_ap", "image_auroc", "pixel_ap", "pixel_auroc",
+           "roc_curve"]
 
 
 def evaluate(labels, scores, masks=None, maps=None) -> dict[str, float]:

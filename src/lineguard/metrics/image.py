@@ -14,18 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from lineguard.errors import LineguardError
 
 
-class MetricError(ValueError):
+class MetricError(LineguardError, ValueError):
     """The inputs of a metric are unusable (shape mismatch, NaN scores, one class, non-binary labels)."""
 
 
 def as_array(values, name: str) -> np.ndarray:
-    """numpy array or torch tensor -> numpy array, without a copy where possible."""
-    if isinstance(values, torch.Tensor):
+    """numpy array or torch tensor -> numpy array, without a copy where possible (torch is never imported here:
+    a tensor is known by its ``detach``)."""
+    if hasattr(values, "detach"):
         values = values.detach().cpu()
-        if values.dtype in (torch.float16, torch.bfloat16):  # numpy has no bfloat16
+        if values.dtype.is_floating_point and values.element_size() == 2:  # numpy has no bfloat16
             values = values.float()
         return values.numpy()
     try:
@@ -148,6 +150,16 @@ def image_ranking(labels, scores) -> Ranking:
         raise MetricError(f"labels must be one-dimensional (N,), got shape {tuple(labels.shape)}")
     check_same_shape(labels, scores, "labels", "scores")
     return Ranking.of(labels, scores, "labels")
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """labels (N,) 0/1, scores (N,) -> the ROC curve as (false-positive rates, true-positive rates), from (0, 0)
+    to (1, 1): a corner at each distinct positive score, ties as diagonal steps; its area is the AUROC."""
+    ranking = image_ranking(labels, scores)
+    tp_before = np.concatenate(([0], ranking.tp[:-1]))  # positives above each value, before reaching it
+    fp = np.concatenate(([0], np.stack([ranking.fp_above, ranking.fp], 1).ravel(), [ranking.n_negative]))
+    tp = np.concatenate(([0], np.stack([tp_before, ranking.tp], 1).ravel(), [ranking.n_positive]))
+    return fp / ranking.n_negative, tp / ranking.n_positive
 
 
 def image_auroc(labels, scores) -> float:

@@ -9,6 +9,8 @@ import html
 
 import numpy as np
 
+from lineguard.metrics.image import roc_curve
+
 WIDTH, HEIGHT = 440, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 14, 38  # margins for the axes and their labels
 GOOD_COLOUR, DEFECT_COLOUR, THRESHOLD_COLOUR = "#2f7ed8", "#d9432f", "#222"
@@ -67,9 +69,7 @@ def histogram_svg(good: np.ndarray, defective: np.ndarray, threshold: float | No
 
 def roc_svg(labels: np.ndarray, scores: np.ndarray, threshold: float | None) -> str:
     """ROC curve of binary ``labels`` (1 defective) and ``scores``; the operating point at ``threshold``."""
-    from sklearn.metrics import roc_curve  # a slow import, needed only here
-
-    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr = roc_curve(labels, scores)
     to_x = _scale(0.0, 1.0, _LEFT, WIDTH - _RIGHT)
     to_y = _scale(0.0, 1.0, HEIGHT - _BOTTOM, _TOP)
     points = " ".join(f"{float(x):.1f},{float(y):.1f}" for x, y in zip(to_x(fpr), to_y(tpr), strict=True))

@@ -9,6 +9,8 @@ by a few lines of script, so a run of several hundred images opens at once.
 from __future__ import annotations
 
 import html
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from PIL import Image
 from lineguard.metrics import evaluate as image_metrics
 from lineguard.report.charts import histogram_svg, roc_svg
 from lineguard.report.overlay import NORMALIZED_RANGE, annotate, display_range
-from lineguard.scoring.regions import Finding
+from lineguard.inspect import Finding
 from lineguard.scoring.threshold import NORMALIZED_THRESHOLD
 
 THUMBNAIL = 256
@@ -113,14 +115,14 @@ def write_report(folder: str | Path, items: list[ReportItem], *, title: str,
         low, high = NORMALIZED_RANGE
     else:
         low, high = display_range([item.anomaly_map for item in items]) if items else (0.0, 1.0)
+    ordered = sorted(items, key=lambda it: -it.score)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # PNG encoding in parallel
+        list(pool.map(lambda i: _write_pictures(folder / "images" / f"{i:05d}", ordered[i], low, high),
+                      range(len(ordered))))
     rows = []
-    for i, item in enumerate(sorted(items, key=lambda it: -it.score)):
+    for i, item in enumerate(ordered):
         stem = f"{i:05d}"
         finding = item.finding
-        heat = annotate(item.image, item.anomaly_map, low, high, region=finding.mask if finding else None,
-                        truth=item.mask)
-        _thumbnail(item.image).save(folder / "images" / f"{stem}_input.png")
-        _thumbnail(heat).save(folder / "images" / f"{stem}_overlay.png")
         label = item.label if item.is_labelled else ""
         decision = finding.decision if finding else ""
         rows.append(
@@ -153,8 +155,22 @@ showing <span id="shown">{len(items)}</span> of {len(items)}; click a column hea
 <table id="items"><thead><tr>{header_cells}<th>input</th><th>anomaly map</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table></body></html>"""
     path = folder / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(_printable(page), encoding="utf-8")
     return path
+
+
+def _printable(text: str) -> str:
+    """File names whose bytes are not UTF-8 (kept by Python as lone surrogates) shown with ``\\xNN`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _write_pictures(stem: Path, item: ReportItem, low: float, high: float) -> None:
+    """``<stem>_input.png`` and ``<stem>_overlay.png`` (the heatmap, the detected region, the ground truth)."""
+    finding = item.finding
+    heat = annotate(item.image, item.anomaly_map, low, high, region=finding.mask if finding else None,
+                    truth=item.mask)
+    _thumbnail(item.image).save(stem.with_name(f"{stem.name}_input.png"))
+    _thumbnail(heat).save(stem.with_name(f"{stem.name}_overlay.png"))
 
 
 def _thumbnail(array: np.ndarray) -> Image.Image:

@@ -8,7 +8,6 @@ detector use the fixed :data:`NORMALIZED_RANGE`, where the threshold (1.0) sits 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 #: Colour scale of normalised maps (threshold 1.0): fixed, so one image can be shown without a run around it.
@@ -20,6 +19,11 @@ TRUTH_COLOUR = (255, 0, 255)  # the ground-truth outline, where known
 _STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _COLOURS = np.array([[48, 18, 59], [40, 150, 240], [100, 250, 100], [250, 190, 40], [180, 20, 10]],
                     dtype=np.float32)
+
+
+def to_uint8(image) -> np.ndarray:
+    """(3, H, W) floats in [0, 1] (an array or a CPU tensor) -> (H, W, 3) uint8, for showing."""
+    return (np.asarray(image).transpose(1, 2, 0) * 255).round().astype(np.uint8)
 
 
 def colorize(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -54,12 +58,6 @@ def annotate(image: np.ndarray, values: np.ndarray, low: float, high: float, *,
         if mask is not None and mask.any():
             out = draw_contour(out, mask, colour)
     return out
-
-
-def mask_image(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """(h, w) bool -> black/white 8-bit image of (H, W) ``size`` (nearest neighbour: no grey edges)."""
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
-    return image if image.size == (size[1], size[0]) else image.resize((size[1], size[0]), Image.NEAREST)
 
 
 def display_range(maps: list[np.ndarray]) -> tuple[float, float]:

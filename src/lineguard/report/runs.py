@@ -1,59 +1,23 @@
 """Reports from what a run produced: a results folder written by ``predict``, or an evaluation in memory.
 
-A results folder keeps the thresholds its decisions were made with (``thresholds.json``), so the report
-draws the same decisions and regions later, without the model.
+A results folder keeps the thresholds its decisions were made with (``io.store``), so the report draws the same
+decisions and regions later, without the model; both kinds go through the one pipeline's ``decide``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from lineguard.evaluation import EvaluationResult
+from lineguard.inspect import Finding, as_array, decide
 from lineguard.io.images import ImageError, read_image, resize
-from lineguard.io.store import ResultStore
+from lineguard.io.store import ResultStore, load_thresholds
 from lineguard.report.html import ReportItem, write_report
-from lineguard.scoring.regions import Finding, find
+from lineguard.report.overlay import to_uint8
 from lineguard.scoring.threshold import Thresholds
-
-THRESHOLDS_FILE = "thresholds.json"
-
-
-class OtherThresholdsError(ValueError):
-    """A results folder already holds decisions made with other thresholds."""
-
-
-def save_thresholds(folder: Path, thresholds: Thresholds) -> None:
-    """Record the thresholds of a results folder; refuse to mix decisions made with different ones."""
-    path = Path(folder) / THRESHOLDS_FILE
-    existing = load_thresholds(folder)
-    if existing is not None and existing != thresholds:
-        raise OtherThresholdsError(f"{folder} holds results decided with other thresholds ({path}): use a new "
-                                   "--out folder for a recalibrated model")
-    path.write_text(json.dumps(asdict(thresholds), indent=2))
-
-
-def load_thresholds(folder: Path) -> Thresholds | None:
-    path = Path(folder) / THRESHOLDS_FILE
-    return Thresholds(**json.loads(path.read_text())) if path.is_file() else None
-
-
-def findings(scores: Tensor, maps: Tensor, thresholds: Thresholds | None) -> list[Finding] | list[None]:
-    """scores (N,), raw maps (N, H, W) -> decision and regions per image (None each when uncalibrated)."""
-    if thresholds is None:
-        return [None] * len(scores)
-    normalized_scores, normalized_maps = thresholds.normalize_scores(scores), thresholds.normalize_maps(maps)
-    return find(scores.numpy(), normalized_scores.numpy(), normalized_maps.numpy())
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """(3, H, W) float tensor in [0, 1] -> (H, W, 3) uint8."""
-    return (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def _picture(path: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -64,11 +28,14 @@ def _picture(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         return np.full((*size, 3), 128, dtype=np.uint8)
 
 
-def _item(name: str, image: np.ndarray, raw_map: Tensor, score: float, finding: Finding | None,
-          thresholds: Thresholds | None, label: str | None = None, mask: np.ndarray | None = None
-          ) -> ReportItem:
-    shown = raw_map if thresholds is None else thresholds.normalize_maps(raw_map)
-    return ReportItem(name, image, shown.numpy(), score, label=label, mask=mask, finding=finding)
+def _items(paths: list[str | Path], findings: list[Finding], labels: list[str | None],
+           masks: list[np.ndarray | None]) -> list[ReportItem]:
+    """Report items; the inputs are read again in parallel (decoding releases the interpreter lock)."""
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        pictures = list(pool.map(_picture, paths, [f.map.shape for f in findings]))
+    return [ReportItem(Path(path).name, picture, f.map if f.normalized_map is None else f.normalized_map, f.score,
+                       label=label, mask=mask, finding=f if f.decision is not None else None)
+            for path, picture, f, label, mask in zip(paths, pictures, findings, labels, masks, strict=True)]
 
 
 def store_report(store: ResultStore, *, title: str, labels: dict[str, str] | None = None,
@@ -76,24 +43,20 @@ def store_report(store: ResultStore, *, title: str, labels: dict[str, str] | Non
     """The report of a results folder (into ``folder``, default ``<results>/report``). ``labels`` maps image
     paths to "good" or a defect type, for the charts and metrics of labelled data."""
     thresholds = load_thresholds(store.folder)
-    items = []
-    for row in store.rows:
-        raw_map = torch.from_numpy(store.load_map(row))  # (H, W)
-        (finding,) = findings(torch.tensor([row["score"]]), raw_map[None], thresholds)
-        items.append(_item(Path(row["path"]).name, _picture(row["path"], tuple(raw_map.shape)), raw_map,
-                           row["score"], finding, thresholds, label=(labels or {}).get(row["path"])))
+    rows = store.rows
+    findings = [decide(np.array([row["score"]], dtype=np.float32), store.load_map(row)[None], thresholds)[0]
+                for row in rows]
+    items = _items([row["path"] for row in rows], findings, [(labels or {}).get(row["path"]) for row in rows],
+                   [None] * len(rows))
     return write_report(folder or store.folder / "report", items, title=title,
                         calibration=thresholds.calibration if thresholds else None)
 
 
-def evaluation_report(folder: Path, result: EvaluationResult, *, title: str,
-                      thresholds: Thresholds | None) -> Path:
-    """The report of an evaluation: labelled test images with their ground-truth outlines and the metrics."""
-    scores, maps = result.prediction.scores, result.prediction.maps
-    size = tuple(maps.shape[-2:])
-    items = [_item(s.path.name, _picture(s.path, size), m, float(score), finding, thresholds, label=s.defect,
-                   mask=mask.numpy())
-             for s, m, score, mask, finding in zip(result.samples, maps, scores, result.masks,
-                                                   findings(scores, maps, thresholds), strict=True)]
+def evaluation_report(folder: Path, result, *, title: str, thresholds: Thresholds | None) -> Path:
+    """The report of an evaluation (``evaluation.EvaluationResult``): labelled test images with their
+    ground-truth outlines and the metrics."""
+    findings = decide(result.prediction.scores, result.prediction.maps, thresholds)
+    items = _items([s.path for s in result.samples], findings, [s.defect for s in result.samples],
+                   [as_array(mask) for mask in result.masks])
     return write_report(folder, items, title=title, metrics=result.metrics,
                         calibration=thresholds.calibration if thresholds else None)

@@ -1,6 +1,7 @@
 """Scoring a batch against itself: nearest patches in *other* images, and image-score re-scoring.
 
-Letters: N images, L patches per image, D feature dimension, M bank size, E embedding dimension.
+Letters: N images, L patches per image, D feature dimension, M bank size, E embedding dimension, K look-alike
+images, m rows an image offers as a reference, c × c coarse cells.
 
 With no normal set, the batch is its own reference. Two rules keep that honest:
 
@@ -20,6 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lineguard.errors import ParameterError
 
 _BLOCK_ENTRIES = 1_048_576  # distances per block: 4 MB of float32 stays in cache (larger blocks ran slower)
 
@@ -96,7 +99,7 @@ def interval_mean(distances: Tensor, fraction: float) -> Tensor:
     happen to lack a normal pattern.
     """
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise ParameterError(f"fraction must be in (0, 1], got {fraction}")
     k = max(1, int(distances.shape[-1] * fraction))
     return distances.topk(k, dim=-1, largest=False).values.mean(-1)
 
@@ -105,7 +108,7 @@ def mutual_patch_scores(features: Tensor, *, fraction: float = 0.3) -> Tensor:
     """Mutual scoring (MuSc): (N, L, D) -> (N, L), each patch's interval mean over the other N − 1 images."""
     n = features.shape[0]
     if n < 2:
-        raise ValueError(f"mutual scoring needs at least 2 images in the batch, got {n}")
+        raise ParameterError(f"mutual scoring needs at least 2 images in the batch, got {n}")
     nearest = nearest_in_each_image(features)  # (N, L, N)
     others = ~torch.eye(n, dtype=torch.bool)  # (N, N)
     per_image = nearest.permute(0, 2, 1)[others].view(n, n - 1, -1)  # -> (N, N - 1, L)
@@ -151,47 +154,52 @@ def match_bank(queries: Tensor, bank: Tensor, bank_images: Tensor,
     return patch_dist, None if bank_dist is None else bank_dist.clamp_min_(0).sqrt_()
 
 
-def nearest_images(queries: Tensor, bank: Tensor, bank_images: Tensor, k: int) -> Tensor:
-    """Each query patch's mean distance to its ``k`` closest *other* images, an image's distance being that
-    of its nearest bank row: (N, L, D) queries of images 0..N−1, bank (M, D) with an image id per row -> (N, L).
+def look_alikes(level: Tensor, count: int, cells: int) -> Tensor:
+    """(N, C, h, w) backbone level -> (N, K) indices of each image's ``count`` closest *other* images by overall
+    look, K = min(count, N − 1).
 
-    A pattern is normal when it recurs across images, so a patch is judged by how many other images come
-    close, not how many bank rows do: the k nearest rows may all come from one image (k-center keeps several
-    patches of one region, a defect's among them, and a defect seen in one other image would then be matched
-    k times), k images cannot. With fewer than k other images in the bank the mean runs over those there are
-    (+inf with none). Rows are grouped by id: rows of no query image sharing one id count as one image.
+    The level is pooled to ``cells`` × ``cells`` cells, LayerNorm-ed per image and cells scaled to unit length;
+    two images are as far apart as each one's cells are, on average, from the nearest cell of the other
+    (a chamfer distance, averaged both ways). A shifted part keeps its cells, so position barely counts; a
+    turned part or another lighting changes what its cells hold, so pose and lighting do.
+    """
+    n = len(level)
+    if n < 2:
+        raise ParameterError(f"look-alike images need a batch of at least 2 images, got {n}")
+    pooled = F.adaptive_avg_pool2d(level.float(), cells)  # (N, C, c, c)
+    normed = F.layer_norm(pooled, pooled.shape[1:])
+    rows = F.normalize(normed.flatten(2).transpose(1, 2), dim=2)  # (N, c², C)
+    apart = nearest_in_each_image(rows).mean(1)  # (N, N); its diagonal is +inf (an image is not its own look-alike)
+    apart = (apart + apart.T) / 2
+    return apart.topk(min(count, n - 1), dim=1, largest=False).indices
 
-    Each block is one query image against the whole bank, laid out bank × patches: the per-image minima are
-    then one ``scatter_reduce`` down the rows, and ‖q‖² is added after the selection.
+
+def nearest_in_look_alikes(queries: Tensor, neighbours: Tensor, kept: Tensor | None = None) -> Tensor:
+    """Each patch against each of its image's look-alikes: (N, L, D) patches, (N, K) look-alike indices,
+    optionally (N, m) indices of the rows each image offers as a reference (default: all L) -> (N, L, K),
+    the distance of every patch to the nearest kept row of each look-alike.
+
+    One query image against its K look-alikes is one distance block of L × (K · m); the cost is N · K · L · m
+    instead of the N² · L² of comparing every image with every other.
     """
     n, patches, dim = queries.shape
-    _check_bank(bank, bank_images, dim)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    images, image_of_row = torch.unique(bank_images, return_inverse=True)  # (G,), (M,)
-    own = torch.full((n,), -1)  # each query image's group; -1: it has no bank rows
-    query_groups = (images >= 0) & (images < n)
-    own[images[query_groups]] = torch.arange(len(images))[query_groups]
-    rows_to_groups = image_of_row[:, None].expand(-1, patches)  # (M, L)
-    right, distances = _bank_factor(bank), _DistanceBlocks()
-    scores = torch.empty(n, patches)
+    if neighbours.ndim != 2 or len(neighbours) != n:
+        raise ParameterError(f"neighbours must be (N, K) with N = {n}, got {tuple(neighbours.shape)}")
+    if kept is None:
+        kept = torch.arange(patches).expand(n, -1)
+    bank = _bank_factor(queries.gather(1, kept[..., None].expand(-1, -1, dim)).reshape(-1, dim))
+    bank = bank.view(n, kept.shape[1], -1)  # (N, m, D + 2)
+    distances, count = _DistanceBlocks(), neighbours.shape[1]
+    nearest = torch.empty(n, patches, count)
     for a in range(n):
-        d2 = distances(right, _query_factor(queries[a], with_norms=False))  # (M, L): ‖b‖² − 2 q·b
-        per_image = torch.full((len(images), patches), float("inf")).scatter_reduce_(0, rows_to_groups, d2, "amin")
-        if own[a] >= 0:
-            per_image[own[a]] = float("inf")
-        others = len(images) - int(own[a] >= 0)
-        if others == 0:
-            scores[a] = float("inf")
-            continue
-        nearest = per_image.topk(min(k, others), dim=0, largest=False).values  # (k', L)
-        scores[a] = (nearest + queries[a].float().pow(2).sum(1)).clamp_min_(0).sqrt_().mean(0)
-    return scores
+        d2 = distances(_query_factor(queries[a]), bank[neighbours[a]].reshape(-1, dim + 2))  # (L, K · m)
+        nearest[a] = d2.view(patches, count, -1).amin(2)
+    return nearest.clamp_min_(0).sqrt_()
 
 
 def _check_bank(bank: Tensor, bank_images: Tensor, dim: int) -> None:
     if bank.ndim != 2 or bank.shape[1] != dim or len(bank) == 0 or len(bank_images) != len(bank):
-        raise ValueError(f"bank must be a non-empty (M, {dim}) matrix with one image id per row, got "
+        raise ParameterError(f"bank must be a non-empty (M, {dim}) matrix with one image id per row, got "
                          f"{tuple(bank.shape)} and {len(bank_images)} ids")
 
 
@@ -211,7 +219,7 @@ def rescore_by_similarity(scores: Tensor, embeddings: Tensor, k_list: Sequence[i
     if not k_list:
         return scores
     if min(k_list) < 1:
-        raise ValueError(f"k_list must hold positive neighbour counts, got {list(k_list)}")
+        raise ParameterError(f"k_list must hold positive neighbour counts, got {list(k_list)}")
     span = scores.max() - scores.min()
     scaled = (scores - scores.min()) / span if span > 0 else torch.zeros_like(scores)
     similarity = embeddings.float() @ embeddings.float().T  # (N, N)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lineguard.errors import ParameterError
+
 if TYPE_CHECKING:
     from lineguard.memory.knn import NearestNeighbours
 
@@ -62,7 +64,7 @@ def reweighted_max(queries: Tensor, patch_scores: Tensor, nearest: Tensor, bank:
 def check_baseline_quantile(quantile: float | None) -> None:
     """Raise unless ``quantile`` is None (no baseline) or in [0, 1): what :func:`above_baseline` accepts."""
     if quantile is not None and not 0 <= quantile < 1:
-        raise ValueError(f"baseline_quantile must be in [0, 1) or None, got {quantile}")
+        raise ParameterError(f"baseline_quantile must be in [0, 1) or None, got {quantile}")
 
 
 def above_baseline(image_scores: Tensor, patch_scores: Tensor, quantile: float) -> Tensor:

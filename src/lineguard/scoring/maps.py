@@ -8,6 +8,7 @@ convolution over every pixel (7 ms → under 1 ms per 256 px map on 2 cores).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -62,6 +63,19 @@ def anomaly_maps(patch_scores: Tensor, size: tuple[int, int], sigma: float = 4.0
     return along_h @ patch_scores.float() @ along_w.T
 
 
+def combine_views(view_scores: Sequence[Sequence[Tensor]]) -> Tensor:
+    """``view_scores[l][r]`` (N, h_l, w_l) -> (N, h, w): mean over radii, levels brought to the finest grid
+    (bilinear), mean over levels. Both means are linear, so their order does not matter."""
+    grid = view_scores[0][0].shape[-2:]
+    per_level = []
+    for radius_scores in view_scores:
+        level = torch.stack(list(radius_scores)).mean(0)[:, None]  # (N, 1, h_l, w_l)
+        if level.shape[-2:] != grid:
+            level = F.interpolate(level, size=grid, mode="bilinear", align_corners=False)
+        per_level.append(level[:, 0])
+    return torch.stack(per_level).mean(0)
+
+
 def resize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """Bring (B, H, W) maps to another resolution (e.g. an image's original size for overlays)."""
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -69,4 +83,4 @@ def resize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return upsample(maps, size)
 
 
-__all__ = ["anomaly_maps", "gaussian_blur", "gaussian_kernel1d", "resize_maps", "upsample"]
+__all__ = ["anomaly_maps", "combine_views", "gaussian_blur", "gaussian_kernel1d", "resize_maps", "upsample"]

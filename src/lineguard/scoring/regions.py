@@ -60,32 +60,3 @@ def find_regions(mask: np.ndarray, values: np.ndarray) -> list[Region]:
                       peak=float(peak))
                for box, area, peak in zip(ndimage.find_objects(labelled), areas, peaks, strict=True)]
     return sorted(regions, key=lambda r: -r.peak)
-
-
-@dataclass
-class Finding:
-    """What the line needs to know about one image: the decision, and where the defect is."""
-
-    score: float  # raw, in the detector's units
-    normalized_score: float  # 1.0 = the image threshold
-    mask: np.ndarray  # (H, W) bool at the map's resolution
-    regions: list[Region]  # at the map's resolution
-
-    @property
-    def decision(self) -> str:
-        return "defect" if self.normalized_score >= NORMALIZED_THRESHOLD else "ok"
-
-    def to_dict(self, image_size: tuple[int, int]) -> dict:
-        """JSON-able summary with boxes in the pixels of the original (H, W) image."""
-        source = self.mask.shape
-        return {"score": self.score, "normalized_score": self.normalized_score, "decision": self.decision,
-                "regions": [r.scaled(source, image_size).to_dict() for r in self.regions]}
-
-
-def find(scores: np.ndarray, normalized_scores: np.ndarray, normalized_maps: np.ndarray) -> list[Finding]:
-    """(N,) raw scores, (N,) normalised scores, (N, H, W) normalised maps -> one Finding per image."""
-    findings = []
-    for score, normalized, values in zip(scores, normalized_scores, normalized_maps, strict=True):
-        mask = defect_mask(values)
-        findings.append(Finding(float(score), float(normalized), mask, find_regions(mask, values)))
-    return findings

@@ -2,6 +2,11 @@
 
 Rules (all use the metrics' convention: a score ``>= threshold`` is defective):
 
+* ``t3sigma`` (the default) — ``mu3sigma`` widened for the few images it is estimated from: the normal
+  prediction bound with mu3sigma's tail (0.135 %), mean + t₍ₙ₋₁₎(0.99865) · √(1 + 1/n) · sd. With many good
+  images it is mean + 3 sd; with 6 it is mean + 5.9 sd, because a mean and sd from 6 scores are themselves
+  uncertain and plain mean + 3 sd then rejects several percent of good parts
+  (``benchmarks/results/calibration/README.md``);
 * ``mu3sigma`` — mean + 3 standard deviations (sample sd, ddof = 1) of the scores of good images;
 * ``mad`` — median + 3 (``mad_factor``) robust standard deviations (1.4826 · MAD): a minority of defective
   images among the scores barely moves it, so it also serves a batch scored against itself (``lineguard
@@ -23,6 +28,9 @@ good scores used in calibration (0 for thresholds set by hand). A typical good p
 **1.0** (:data:`NORMALIZED_THRESHOLD`) whatever the method, and 2.0 is twice as far from normal as the
 threshold. Maps are normalised the same way with the pixel threshold and centre.
 
+Scores and maps may be numpy arrays or torch tensors; nothing here imports torch, so decisions are made the same
+way where it is not installed (an exported model on a line PC).
+
 Letters: N images, H × W map size.
 """
 
@@ -30,30 +38,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import stats
 
-if TYPE_CHECKING:  # torch and the metrics load where scores are calibrated: thresholds themselves need neither
+from lineguard.errors import LineguardError
+
+if TYPE_CHECKING:
     from torch import Tensor
 
 NORMALIZED_THRESHOLD = 1.0
-RULES = ("mu3sigma", "mad", "quantile", "f1")
+RULES = ("t3sigma", "mu3sigma", "mad", "quantile", "f1")
+DEFAULT_RULE = "t3sigma"
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its standard deviation
+THREE_SIGMA_TAIL = float(stats.norm.sf(3.0))  # 0.00135: the share of a normal distribution above mean + 3 sd
 
 
-class CalibrationError(ValueError):
+class CalibrationError(LineguardError, ValueError):
     """Thresholds cannot be learned from these scores (too few, not finite, all equal, bad rule)."""
 
 
-class NotCalibratedError(RuntimeError):
-    """Decisions were asked of a detector that has no thresholds yet."""
+class NotCalibratedError(LineguardError, RuntimeError):
+    """Decisions were asked of a model that has no thresholds yet."""
+
+
+def as_array(values: Any) -> np.ndarray:
+    """A tensor (on any device) or anything numpy reads -> numpy array."""
+    return np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
 
 
 def _values(scores: Tensor | np.ndarray, name: str, minimum: int) -> np.ndarray:
-    if hasattr(scores, "detach"):  # a torch tensor, perhaps on a GPU: to the CPU first (numpy reads it then)
-        scores = scores.detach().cpu().double()
-    values = np.asarray(scores, dtype=float)
+    values = as_array(scores).astype(float)
     if values.ndim != 1:
         raise CalibrationError(f"{name} must be one score per image (N,), got shape {values.shape}")
     if values.size < minimum:
@@ -67,6 +84,15 @@ def mu_sigma_threshold(scores: Tensor | np.ndarray) -> float:
     """(N,) good scores -> mean + 3 sample standard deviations."""
     values = _values(scores, "good scores", 2)
     return float(values.mean() + 3 * values.std(ddof=1))
+
+
+def t_sigma_threshold(scores: Tensor | np.ndarray) -> float:
+    """(N,) good scores -> the normal prediction bound that a new good score exceeds with probability 0.135 %
+    (mean + 3 sd's tail): mean + t_(N−1)(1 − 0.00135) · √(1 + 1/N) · sd; mean + 3 sd for large N."""
+    values = _values(scores, "good scores", 2)
+    n = values.size
+    factor = stats.t.isf(THREE_SIGMA_TAIL, n - 1) * math.sqrt(1 + 1 / n)
+    return float(values.mean() + factor * values.std(ddof=1))
 
 
 def robust_threshold(scores: Tensor | np.ndarray, factor: float = 3.0) -> float:
@@ -96,9 +122,10 @@ def f1_threshold(labels: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> fl
     return f1_max(labels, scores)[1]
 
 
-def map_maxima(maps: Tensor) -> Tensor:
+def map_maxima(maps: Tensor | np.ndarray) -> np.ndarray:
     """(N, H, W) -> (N,): the statistic the pixel threshold is calibrated on."""
-    return maps.flatten(1).amax(dim=1)
+    maps = as_array(maps)
+    return maps.reshape(len(maps), -1).max(axis=1)
 
 
 @dataclass(frozen=True)
@@ -121,33 +148,36 @@ class Thresholds:
                     f"{kind} threshold {threshold:.6g} is not above the typical good score {center:.6g}: the "
                     "good scores do not spread (all equal?) or labelled defects score below the good parts")
 
-    def normalize_scores(self, scores: Tensor) -> Tensor:
+    def normalize_scores(self, scores: Any) -> Any:
         """(N,) raw -> (N,) normalised: 0 typical good, 1.0 the threshold."""
         return (scores - self.image_center) / (self.image_threshold - self.image_center)
 
-    def normalize_maps(self, maps: Tensor) -> Tensor:
+    def normalize_maps(self, maps: Any) -> Any:
         """(N, H, W) raw -> (N, H, W) normalised with the pixel threshold."""
         return (maps - self.pixel_center) / (self.pixel_threshold - self.pixel_center)
 
 
-def calibrate(scores: Tensor, maps: Tensor, *, rule: str = "mu3sigma", false_alarm_rate: float = 0.01,
-              mad_factor: float = 3.0, labels: Tensor | None = None) -> Thresholds:
+def calibrate(scores: Tensor | np.ndarray, maps: Tensor | np.ndarray, *, rule: str = DEFAULT_RULE,
+              false_alarm_rate: float = 0.01, mad_factor: float = 3.0,
+              labels: Tensor | np.ndarray | None = None) -> Thresholds:
     """Learn thresholds from held-out images: scores (N,), maps (N, H, W), and for ``f1`` labels (N,) 0/1.
 
-    ``mu3sigma``, ``mad`` and ``quantile`` use the images labelled good (all of them when ``labels`` is None);
+    ``t3sigma``, ``mu3sigma``, ``mad`` and ``quantile`` use the images labelled good (all of them when
+    ``labels`` is None);
     ``mad`` puts the threshold ``mad_factor`` robust standard deviations above their median.
     """
     if rule not in RULES:
         raise CalibrationError(f"unknown calibration rule {rule!r}; choose from {', '.join(RULES)}")
     if rule == "f1" and labels is None:
         raise CalibrationError("rule 'f1' needs labels (0 good, 1 defective) for the scores")
-    import torch
-
-    maxima = map_maxima(maps)
-    good = torch.ones(len(scores), dtype=torch.bool) if labels is None else torch.as_tensor(labels) == 0
+    scores, maxima = as_array(scores), map_maxima(maps)
+    good = np.ones(len(scores), dtype=bool) if labels is None else as_array(labels) == 0
     if labels is not None and len(good) != len(scores):
         raise CalibrationError(f"got {len(good)} labels for {len(scores)} scores")
-    if rule == "mu3sigma":
+    if rule == "t3sigma":
+        image, pixel = t_sigma_threshold(scores[good]), t_sigma_threshold(maxima[good])
+        how = f"t3sigma: mean + 3 sd widened for {int(good.sum())} good images (t prediction bound)"
+    elif rule == "mu3sigma":
         image, pixel = mu_sigma_threshold(scores[good]), mu_sigma_threshold(maxima[good])
         how = f"mu3sigma: mean + 3 sd of {int(good.sum())} good images"
     elif rule == "mad":

@@ -1,37 +1,44 @@
-"""One loaded, calibrated detector serving inspections to many request threads.
+"""One loaded, calibrated detector serving inspections to many request threads, through the one inspection
+pipeline (``lineguard.inspect``): the same scores, decisions and regions as ``lineguard predict``'s rows.
 
-Uploads are decoded and results encoded in the request threads, in parallel; only ``predict`` runs under a
-lock, one call at a time, because a detector builds caches lazily (feature extractor, search index) and its
-backbone already uses every core. Recent results are kept in a bounded ring, so memory stays flat however
-long the service runs.
+The detector is a :class:`lineguard.inspect.Scorer`: a fitted model, or an export run without PyTorch (uploads
+are then resized and scored as numpy arrays, and nothing here imports torch). Uploads are decoded and results
+encoded in the request threads, in parallel; only ``predict`` runs under a lock, one call at a time, because a
+detector builds caches lazily (feature extractor, search index) and its backbone already uses every core.
+Recent results are kept in a bounded ring, so memory stays flat however long the service runs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import itertools
-import tempfile
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import BinaryIO
+
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from lineguard.io.images import ImageError, image_size, read_image, resize
-from lineguard.methods.base import Detector, NotCalibratedError
-from lineguard.report.overlay import NORMALIZED_RANGE, mask_image, overlay
-from lineguard.report.runs import to_uint8
-from lineguard.scoring.regions import find
+from lineguard.errors import LineguardError, ParameterError
+from lineguard.inspect import Scorer, decide
+from lineguard.io.guard import ImageTooLargeError, pillow_pixel_limit
+from lineguard.io.images import ImageError, read_image_array, resized_batch
+from lineguard.io.store import mask_image
+from lineguard.report.overlay import NORMALIZED_RANGE, overlay, to_uint8
+from lineguard.scoring.threshold import NotCalibratedError
 
 #: ``map_png`` holds the normalised map as 8-bit grey: value = clip(map / MAP_PNG_SCALE, 0, 1) · 255.
 MAP_PNG_SCALE = 4.0
 
 
-class UploadError(ValueError):
+class UploadError(LineguardError, ValueError):
     """An upload cannot be inspected; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str):
@@ -41,9 +48,29 @@ class UploadError(ValueError):
 
 @dataclass
 class Limits:
+    """What one request may hold; checked when the service starts (the CLI's option names in the messages)."""
+
     max_upload_bytes: int = 20 * 2**20  # per file
     max_pixels: int = 40_000_000  # per image, checked from the header before decoding
     max_batch: int = 32  # files per /v1/inspect-batch request
+    upload_timeout_s: float = 60.0  # for a request's whole body to arrive
+
+    def __post_init__(self) -> None:
+        checks = (("max_upload_bytes (--max-upload-mb)", self.max_upload_bytes, 1, None),
+                  ("max_pixels (--max-pixels)", self.max_pixels, 1, pillow_pixel_limit()),
+                  ("max_batch (--max-batch)", self.max_batch, 1, None))
+        for name, value, low, high in checks:
+            if not isinstance(value, int) or value < low or (high is not None and value > high):
+                limit = f"between {low} and {high} (above it Pillow refuses every image)" if high else \
+                    f"at least {low}"
+                raise ParameterError(f"{name} must be {limit}, got {value}")
+        if not self.upload_timeout_s > 0:
+            raise ParameterError(f"upload_timeout_s (--upload-timeout) must be positive, got {self.upload_timeout_s}")
+
+    def request_bytes(self, path: str) -> int:
+        """The most bytes a request to ``path`` may send: its files and 64 kB of multipart framing."""
+        files = {"/v1/inspect": 1, "/v1/inspect-batch": self.max_batch}.get(path.rstrip("/"), 0)
+        return files * self.max_upload_bytes + 2**16
 
 
 def png_base64(image: Image.Image) -> str:
@@ -55,65 +82,66 @@ def png_base64(image: Image.Image) -> str:
 class Inspector:
     """Decode → predict (locked) → normalise → regions → PNGs, for one detector loaded once."""
 
-    def __init__(self, detector: Detector, *, limits: Limits, history: int = 50):
-        detector.check_fitted()
+    def __init__(self, detector: Scorer, *, limits: Limits, history: int = 50):
         if detector.thresholds is None:
             raise NotCalibratedError(f"the {detector.name} model has no thresholds: run `lineguard "
                                      "calibrate` on it before serving")
         self.detector = detector
         self.limits = limits
-        self.size = int(getattr(detector, "image_size", 256))
+        self.size = detector.image_size
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: deque[dict] = deque(maxlen=history)
+        self._no_grad = contextlib.nullcontext
+        if not detector.array_input:  # a detector's tensors: no autograd records in a long-running service
+            import torch
+
+            self._no_grad = torch.inference_mode
         if detector.uses_normal_images:  # build lazy caches now: the first request is not the slow one
-            self._predict(torch.zeros(1, 3, self.size, self.size))
+            self._predict(resized_batch([np.zeros((3, self.size, self.size), np.float32)], self.size,
+                                        arrays=detector.array_input))
 
-    def decode(self, filename: str, data: bytes) -> torch.Tensor:
-        """Uploaded bytes -> (3, H, W) in [0, 1]; size and pixel limits first, then a full decode."""
-        if len(data) > self.limits.max_upload_bytes:
-            raise UploadError(413, f"{filename}: {len(data)} bytes exceeds the limit of "
+    def decode(self, filename: str, file: BinaryIO) -> np.ndarray:
+        """An uploaded file (spooled, never whole in memory, never written elsewhere to be read back) -> (3, H, W)
+        in [0, 1]; its size, then the image's size from its header (the pixel and side limits), then a full
+        decode straight from the spooled file."""
+        size = file.seek(0, os.SEEK_END)
+        if size > self.limits.max_upload_bytes:
+            raise UploadError(413, f"{filename}: {size} bytes exceeds the limit of "
                                    f"{self.limits.max_upload_bytes} bytes")
-        with tempfile.NamedTemporaryFile(prefix="lineguard-upload-") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            try:
-                height, width = image_size(tmp.name)
-                if height * width > self.limits.max_pixels:
-                    raise UploadError(413, f"{filename}: {width}x{height} = {width * height} pixels exceeds "
-                                           f"the limit of {self.limits.max_pixels}")
-                return read_image(tmp.name, max_pixels=self.limits.max_pixels)
-            except ImageError as exc:
-                raise UploadError(400, f"{filename}: {exc.reason}") from None
+        try:
+            return read_image_array(file, max_pixels=self.limits.max_pixels)
+        except ImageTooLargeError as exc:
+            raise UploadError(413, f"{filename}: {exc.reason}") from None
+        except ImageError as exc:
+            raise UploadError(400, f"{filename}: {exc.reason}") from None
 
-    def _predict(self, images: torch.Tensor):
-        with self._lock, torch.inference_mode():
+    def _predict(self, images: Any):
+        """(N, 3, S, S) batch -> the detector's prediction, one call at a time."""
+        with self._lock, self._no_grad():
             return self.detector.predict(images)
 
-    def inspect(self, uploads: list[tuple[str, bytes]], *, images: bool = True) -> list[dict]:
-        """(filename, bytes) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
+    def inspect(self, uploads: list[tuple[str, BinaryIO]], *, images: bool = True) -> list[dict]:
+        """(filename, file) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
         start = time.perf_counter()
         decoded = [self.decode(name, data) for name, data in uploads]  # (3, H_i, W_i) each
-        batch = torch.stack([resize(image, self.size) for image in decoded])  # (N, 3, S, S)
+        batch = resized_batch(decoded, self.size, arrays=self.detector.array_input)  # (N, 3, S, S)
         try:
             prediction = self._predict(batch)
         except ValueError as exc:  # e.g. a test-batch method given too few images
             raise UploadError(400, str(exc)) from None
-        normalized = self.detector.normalize(prediction)
-        normalized_maps = normalized.maps.numpy()  # (N, S, S)
         seconds = (time.perf_counter() - start) / len(uploads)
         results = []
-        found = find(prediction.scores.numpy(), normalized.scores.numpy(), normalized_maps)
-        for (name, _), image, finding, values, picture in zip(uploads, decoded, found, normalized_maps, batch,
-                                                              strict=True):
-            result = {"id": next(self._ids), "filename": name, "width": image.shape[2],
-                      "height": image.shape[1], **finding.to_dict(tuple(image.shape[1:])),
-                      "seconds": round(seconds, 4), "received": time.time()}
+        found = decide(prediction.scores, prediction.maps, self.detector.thresholds)
+        for (name, _), image, finding, picture in zip(uploads, decoded, found, batch, strict=True):
+            size = tuple(image.shape[1:])
+            result = {"id": next(self._ids), "filename": name, "width": size[1], "height": size[0],
+                      **finding.summary(size), "seconds": round(seconds, 4), "received": time.time()}
             if images:
-                grey = (np.clip(values / MAP_PNG_SCALE, 0, 1) * 255).round().astype(np.uint8)  # (S, S)
-                result["overlay_png"] = png_base64(Image.fromarray(overlay(to_uint8(picture), values,
+                grey = (np.clip(finding.normalized_map / MAP_PNG_SCALE, 0, 1) * 255).round().astype(np.uint8)
+                result["overlay_png"] = png_base64(Image.fromarray(overlay(to_uint8(picture), finding.normalized_map,
                                                                            *NORMALIZED_RANGE)))
-                result["map_png"] = png_base64(Image.fromarray(grey))
+                result["map_png"] = png_base64(Image.fromarray(grey))  # (S, S)
                 result["mask_png"] = png_base64(mask_image(finding.mask, finding.mask.shape))
             self._recent.append(result)
             results.append(result)
