@@ -19,7 +19,9 @@ from lineguard.export import search as search_module
 from lineguard.export.graphs import NotExportableError, exportable_methods
 from lineguard.export.spec import EXTERNAL_DATA_FILE, read_spec
 from lineguard.methods import NotFittedError, available_methods, method_class
+from lineguard.inspect import inspect
 from lineguard.scoring.threshold import NotCalibratedError
+from lineguard.serve.inspector import Inspector, Limits
 from lineguard.synthetic import make_batch
 from tests.conftest import SIZE, to_tensor
 from tests.export.parity import assert_same_answers
@@ -90,23 +92,23 @@ def test_runtime_takes_images_as_a_detector_does(calibrated, exported, parts):
     resized = model.predict(larger.numpy())  # resized without torch, as the detector resizes with it
     torch.testing.assert_close(torch.from_numpy(resized.scores), detector.predict(larger).scores, rtol=1e-4,
                                atol=1e-4)
-    normalized = model.normalize(resized)
-    assert np.allclose(normalized.scores, detector.thresholds.normalize_scores(resized.scores))
     empty = model.predict(np.empty((0, 3, SIZE, SIZE), np.float32))
     assert empty.scores.shape == (0,) and empty.maps.shape == (0, SIZE, SIZE)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 1, 8, 8\)"):
         model.predict(np.zeros((2, 1, 8, 8), np.float32))
 
 
-def test_uncalibrated_export_gives_scores_but_no_normalised_scale(exported, parts, tmp_path):
+def test_uncalibrated_export_gives_scores_but_no_decisions(exported, parts, tmp_path):
     for name in ("model.onnx", "export.json"):
         (tmp_path / name).write_bytes((exported / name).read_bytes())
     spec = json.loads((tmp_path / "export.json").read_text())
     (tmp_path / "export.json").write_text(json.dumps({**spec, "thresholds": None}))
     model = load_export(tmp_path)
     assert model.thresholds is None
-    with pytest.raises(NotCalibratedError, match="calibrate the model"):
-        model.normalize(model.predict(parts[1][:1].numpy()))
+    finding = inspect(model, parts[1][:1].numpy())[0]
+    assert finding.decision is None and finding.normalized_score is None and finding.score > 0
+    with pytest.raises(NotCalibratedError, match="no thresholds"):
+        Inspector(model, limits=Limits())
 
 
 def test_export_command_writes_openvino_ir(calibrated, parts, tmp_path):

@@ -1,9 +1,10 @@
 """Running an export folder without PyTorch: onnxruntime or OpenVINO behind the shape of a detector.
 
-:class:`ExportedModel` answers what a :class:`lineguard.methods.Detector` answers — ``name``, ``image_size``,
-``get_params()``, ``thresholds``, ``predict(images)`` (scores (N,), maps (N, S, S)), ``normalize`` — with
-numpy arrays instead of tensors, so code that inspects images can take either. This module and everything it
-imports need only numpy and Pillow (and the runtime asked for): never torch.
+:class:`ExportedModel` is a :class:`lineguard.inspect.Scorer` as a :class:`lineguard.methods.Detector` is —
+``name``, ``image_size``, ``uses_normal_images``, ``get_params()``, ``thresholds``, ``predict(images)`` (scores
+(N,), maps (N, S, S)) — with numpy arrays instead of tensors (``array_input``), so predict, the service and the
+reports take either. This module and everything it imports need only numpy, SciPy and Pillow (and the runtime
+asked for): never torch.
 
 Input: float32 RGB in [0, 1], (N, 3, H, W) or (3, H, W), numpy or anything numpy can read (a CPU tensor
 too), or an iterable of such batches; images not at the working size are resized the way the model's own
@@ -30,7 +31,7 @@ from lineguard.errors import ParameterError
 from lineguard.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportFolderError, read_spec
 from lineguard.extras import MissingExtraError
 from lineguard.io.images import resize_array
-from lineguard.scoring.threshold import NotCalibratedError, Thresholds
+from lineguard.scoring.threshold import Thresholds
 
 RUNTIMES = ("onnxruntime", "openvino")
 Session = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, 3, S, S) -> (B,), (B, S, S)
@@ -104,15 +105,6 @@ class ExportedModel:
         size = self.image_size
         return ArrayPrediction(np.concatenate(scores) if scores else np.empty(0, np.float32),
                                np.concatenate(maps) if maps else np.empty((0, size, size), np.float32))
-
-    def normalize(self, prediction: ArrayPrediction) -> ArrayPrediction:
-        """Scores and maps on the normalised scale: a typical good part 0, the threshold 1.0."""
-        thresholds = self.thresholds
-        if thresholds is None:
-            raise NotCalibratedError(f"the {self.name} export in {self.folder} has no thresholds: calibrate the "
-                                     "model (`lineguard calibrate MODEL_DIR ...`) and export it again")
-        return ArrayPrediction(thresholds.normalize_scores(prediction.scores),
-                               thresholds.normalize_maps(prediction.maps))
 
     def _batches(self, images: Any) -> Iterator[np.ndarray]:
         """Contiguous float32 (≤ batch_size, 3, S, S) batches of ``images`` (an array or an iterable of them)."""
