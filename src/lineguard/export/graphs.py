@@ -33,10 +33,10 @@ def graph_builder(*names: str) -> Callable[[GraphBuilder], GraphBuilder]:
     methods ``names``."""
 
     def decorate(builder: GraphBuilder) -> GraphBuilder:
-        for name in names:
-            if name in _BUILDERS:
-                raise ValueError(f"export graph of {name!r} registered twice")
-            _BUILDERS[name] = builder
+        twice = sorted(_BUILDERS.keys() & set(names))
+        if twice:
+            raise ValueError(f"export graph of {', '.join(twice)} registered twice")
+        _BUILDERS.update(dict.fromkeys(names, builder))
         return builder
 
     return decorate
