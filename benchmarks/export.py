@@ -17,11 +17,14 @@ defect mask only, with the largest distance of their normalised reference value 
 pixel within rounding of the threshold can land on either side of it in any two float implementations).
 
     python benchmarks/export.py --data path/to/mvtec_ad/bottle --data path/to/mtd/magnetic_tile \\
-        --work /tmp/lineguard-export-bench --out benchmarks/results/export.md
+        --work /tmp/lineguard-export-bench --out benchmarks/results/export.md --runtime-python /tmp/rt/bin/python
     python benchmarks/export.py --data path/to/bottle --method patchcore --work /tmp/bench    # one method
     python benchmarks/export.py --large-bank 1000000 --work /tmp/bench     # a 1,000,000 x 152 bank, 8 GB budget
 
-Rows are kept in WORK/rows.jsonl (a rerun skips finished ones, and reuses fitted models and exports).
+Rows are kept in WORK/rows.jsonl (a rerun skips finished ones, and reuses fitted models and exports); ``--out``
+writes them as a markdown table and as JSON beside it (``.json``), with the large-bank run (WORK/large_bank.json)
+and the installs' sizes on disk: this interpreter's lineguard, and lineguard-runtime in ``--runtime-python``
+(``benchmarks/install_size.py``).
 """
 
 from __future__ import annotations
@@ -209,8 +212,10 @@ def large_bank(rows: int, work: Path, threads: int, count: int) -> None:
     child("--export", str(folder / "model"), str(folder / "onnx"), "onnx", str(folder / "export.json"))
     for runtime, target in (("onnxruntime", folder / "onnx"), ("pytorch", folder / "model")):
         child("--measure", runtime, str(target), str(images), str(folder / f"{runtime}.json"), str(threads), "exact")
-    print(json.dumps({"bank_rows": rows, **json.loads((folder / "export.json").read_text()),
-                      **{rt: json.loads((folder / f"{rt}.json").read_text()) for rt in ("onnxruntime", "pytorch")}}))
+    result = {"bank_rows": rows, "images": count, **json.loads((folder / "export.json").read_text()),
+              **{rt: json.loads((folder / f"{rt}.json").read_text()) for rt in ("onnxruntime", "pytorch")}}
+    (work / "large_bank.json").write_text(json.dumps(result))
+    print(json.dumps(result))
 
 
 def make_bank(rows: int, model: Path) -> None:
@@ -230,7 +235,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, action="append", default=[], help="dataset folder (repeatable)")
     parser.add_argument("--method", action="append", help=f"default: {', '.join(EXPORTABLE)}")
     parser.add_argument("--work", type=Path, help="models, exports, predictions, rows.jsonl (required)")
-    parser.add_argument("--out", type=Path, help="markdown table of WORK/rows.jsonl")
+    parser.add_argument("--out", type=Path, help="markdown table of WORK/rows.jsonl (and .json beside it)")
+    parser.add_argument("--runtime-python", help="python of an environment with lineguard-runtime, to size it")
     parser.add_argument("--images", type=int, default=32, help="test images scored (the first 16 at batch 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--large-bank", type=int, help="rows of a random PatchCore bank to export and run")
@@ -259,7 +265,48 @@ def main() -> None:
         for data in args.data:
             run_method(data, method, args, done, rows_file)
     if args.out:
-        args.out.write_text(table([json.loads(line) for line in rows_file.read_text().splitlines()]))
+        write_results(args, [json.loads(line) for line in rows_file.read_text().splitlines()])
+
+
+def install_size(python: str, *spec: str) -> dict:
+    script = Path(__file__).with_name("install_size.py")
+    done = subprocess.run([python, str(script), *spec], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The table (markdown) and everything measured (JSON): rows, the large bank, install sizes."""
+    large = args.work / "large_bank.json"
+    results = {"command": " ".join(sys.argv), "rows": rows,
+               "large_bank": json.loads(large.read_text()) if large.exists() else None,
+               "installs": [install_size(sys.executable, "lineguard")]}
+    if args.runtime_python:
+        results["installs"] += [install_size(args.runtime_python, "lineguard-runtime"),
+                                install_size(args.runtime_python, "lineguard-runtime", "--extra", "openvino",
+                                             "--extra", "serve")]
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    args.out.write_text(table(rows) + "\n" + notes(results))
+
+
+def notes(results: dict) -> str:
+    """Install sizes, the large bank, and what was not measured."""
+    lines = ["Installs on disk (`benchmarks/install_size.py`: the distribution and everything it requires):", ""]
+    for entry in results["installs"]:
+        extras = f"[{','.join(entry['extras'])}]" if entry["extras"] else ""
+        lines.append(f"- {entry['distribution']}{extras}: {entry['bytes'] / 1e9:.2f} GB "
+                     f"({entry['distributions']} distributions; largest: "
+                     + ", ".join(f"{k} {v:.0f} MB" for k, v in list(entry["largest_mb"].items())[:4]) + ")")
+    bank = results["large_bank"]
+    if bank:
+        lines += ["", f"Large bank: PatchCore with a random {bank['bank_rows']:,} × 152 bank, {bank['images']} "
+                      f"random images: export {bank['export_s']:.0f} s, {bank['size_mb']:.0f} MB, exporter peak RSS "
+                      f"{bank['export_peak_rss_mb']:.0f} MB; onnxruntime {bank['onnxruntime']['images_per_s_b16']:.2f} "
+                      f"images/s, peak RSS {bank['onnxruntime']['peak_rss_mb']:.0f} MB; PyTorch (exact search) "
+                      f"{bank['pytorch']['images_per_s_b16']:.2f} images/s, peak RSS "
+                      f"{bank['pytorch']['peak_rss_mb']:.0f} MB."]
+    lines += ["", "GPU / onnxruntime's CUDA provider: not measured (no GPU was lent to this run).",
+              f"Command: `{results['command']}`", ""]
+    return "\n".join(lines)
 
 
 COLUMNS = ["data", "method", "runtime", "export s", "size MB", "img/s b1", "img/s b16", "× PyTorch b1 / b16",

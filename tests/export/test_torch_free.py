@@ -62,6 +62,7 @@ def check(answer: dict, line) -> None:
     """No torch; predict's rows are the model's (scores to 1e-4 of their range, same decisions and regions),
     the service says what predict says, and the broken file is refused by both."""
     assert answer["torch"] is False, "torch was imported"
+    assert answer["report"], "predict wrote no report"
     expected = line[1]
     rows = {Path(row["path"]).name: row for row in answer["rows"]}
     assert sorted(rows) == sorted(expected) == ["0.png", "1.png", "2.png", "3.png"]
