@@ -38,8 +38,8 @@ def test_subsets_interleave_and_must_cover_the_batch():
     levels = [torch.rand(4, 3, 2, 2)]
     with pytest.raises(ValueError, match="exactly once"):
         Mutual().predict_levels(levels, [torch.tensor([0, 1]), torch.tensor([1, 2, 3])])
-    with pytest.raises(ValueError, match="at least 2"):
-        Mutual(max_subset_size=1).subsets(5)
+    with pytest.raises(ValueError, match="max_subset_size"):
+        Mutual(max_subset_size=1).predict_levels(levels)
 
 
 def test_subsets_score_images_only_against_their_own_subset():

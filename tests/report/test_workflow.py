@@ -129,7 +129,7 @@ def test_a_test_batch_method_decides_from_the_batch_itself(tmp_path):
     items[3].image[40:70, 50:80] = 12  # a dark blot on one part
     out = tmp_path / "r"
     output = invoke("predict", "--method", "testbatch", write_batch(tmp_path / "line", items), "--out", out,
-                    "--image-size", 128, "--param", "sample_size=6").output
+                    "--image-size", 128).output
     assert "of this batch" in " ".join(output.split()) and "no thresholds" not in output
     assert "1 of 16 images decided defect: 03_good.png" in " ".join(output.split())
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -140,7 +140,7 @@ def test_a_test_batch_method_decides_from_the_batch_itself(tmp_path):
     # another batch into the same folder: its decisions would use other thresholds, so it gets scores only
     other = write_batch(tmp_path / "other", make_batch(10, 1, kind="part", size=128, seed=5))
     output = invoke("predict", "--method", "testbatch", other, "--out", out, "--image-size", 128,
-                    "--param", "sample_size=6").output
+                    "--param", "look_alikes=6").output
     assert "another batch" in " ".join(output.split())
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 27 and sum("decision" in r for r in rows) == 16
@@ -151,7 +151,7 @@ def test_mad_factor_sets_how_far_above_the_batch_median_a_defect_lies(tmp_path):
     rows = {}
     for factor in (3, 6):
         invoke("predict", "--method", "testbatch", line, "--out", tmp_path / f"r{factor}", "--image-size", 128,
-               "--param", "sample_size=6", "--mad-factor", factor, "--no-report")
+               "--mad-factor", factor, "--no-report")
         assert f"median + {factor} robust sd" in (tmp_path / f"r{factor}" / "thresholds.json").read_text()
         text = (tmp_path / f"r{factor}" / "results.jsonl").read_text()
         rows[factor] = [json.loads(line) for line in text.splitlines()]

@@ -146,12 +146,12 @@ def image_coresets(features: Tensor, size: int, images_per_block: int = 16) -> T
     n, patches, _ = features.shape
     if not 1 <= size <= patches:
         raise ParameterError(f"an image coreset keeps between 1 and {patches} rows, got {size}")
-    picks = torch.empty(n, size, dtype=torch.long)
+    picks = torch.empty(n, size, dtype=torch.long, device=features.device)
     for begin in range(0, n, images_per_block):
         x = features[begin:begin + images_per_block].float()  # (B, L, D)
         gram = x @ x.transpose(1, 2)  # (B, L, L)
         sq = gram.diagonal(dim1=1, dim2=2)  # (B, L)
-        block = torch.arange(len(x))
+        block = torch.arange(len(x), device=x.device)
         min_d2 = torch.full_like(sq, float("inf"))
         pick = (sq - 2 * (x @ x.mean(1, keepdim=True).transpose(1, 2))[..., 0]).argmax(1)  # farthest from the mean
         for step in range(size):

@@ -70,7 +70,7 @@ class Mutual(ZeroDataDetector):
         covered = torch.cat(list(subsets)).sort().values
         if not torch.equal(covered, torch.arange(n)):
             raise ParameterError(f"subsets must cover each of the {n} images exactly once")
-        grid = torch.empty(n, *levels[0].shape[-2:])  # (N, h, w)
+        grid = torch.empty(n, *levels[0].shape[-2:], device=levels[0].device)  # (N, h, w)
         for subset in subsets:
             views = lnamd([level[subset] for level in levels], self.radius_list)
             view_scores = [[mutual_patch_scores(as_patch_rows(v), fraction=self.fraction).view(len(subset),

@@ -54,8 +54,9 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         """Score the batch from its backbone levels [(N, C_l, h_l, w_l)]."""
 
     def read_levels(self, images: ImageInput, description: str) -> list[Tensor]:
-        """Every image through the backbone once: [(N, C_l, h_l, w_l)] on the CPU."""
-        per_batch = [[level.cpu() for level in self.extractor.levels_of(batch)]
+        """Every image through the backbone once: [(N, C_l, h_l, w_l)] where they were computed (the N² scoring
+        then runs on the same device as the backbone)."""
+        per_batch = [self.extractor.levels_of(batch)
                      for batch in track(as_batches(images, self.batch_size), description)]
         if not per_batch:
             raise ParameterError(f"{self.name} needs a batch of images to score, got none")
@@ -68,4 +69,4 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         # error, at 1/64 of the cost of a full-resolution blur at stride 8 (it was a sixth of a batch's time)
         cells = self.sigma * grid_scores.shape[-1] / self.image_size
         maps = upsample(gaussian_blur(grid_scores.float(), cells), (self.image_size, self.image_size))
-        return Prediction(scores, maps)
+        return Prediction(scores.cpu(), maps.cpu())

@@ -75,7 +75,7 @@ def nearest_in_each_image(features: Tensor) -> Tensor:
     n, patches, dim = features.shape
     rows = features.reshape(n * patches, dim)
     left, right, distances = _query_factor(rows), _bank_factor(rows), _DistanceBlocks()
-    nearest = torch.empty(n, patches, n)  # squared distances first, square-rooted at the end
+    nearest = torch.empty(n, patches, n, device=features.device)  # squared distances first, square-rooted at the end
     step = max(1, int(_images_per_block(patches, patches) ** 0.5))
     for a in range(0, n, step):
         rows_a = slice(a * patches, min(n, a + step) * patches)
@@ -86,7 +86,7 @@ def nearest_in_each_image(features: Tensor) -> Tensor:
             nearest[a:a + step, :, b:b + step] = d2.amin(3)
             nearest[b:b + step, :, a:a + step] = d2.amin(1).permute(1, 2, 0)
     nearest.clamp_min_(0).sqrt_()
-    idx = torch.arange(n)
+    idx = torch.arange(n, device=features.device)
     nearest[idx, :, idx] = float("inf")
     return nearest
 
@@ -186,11 +186,11 @@ def nearest_in_look_alikes(queries: Tensor, neighbours: Tensor, kept: Tensor | N
     if neighbours.ndim != 2 or len(neighbours) != n:
         raise ParameterError(f"neighbours must be (N, K) with N = {n}, got {tuple(neighbours.shape)}")
     if kept is None:
-        kept = torch.arange(patches).expand(n, -1)
+        kept = torch.arange(patches, device=queries.device).expand(n, -1)
     bank = _bank_factor(queries.gather(1, kept[..., None].expand(-1, -1, dim)).reshape(-1, dim))
     bank = bank.view(n, kept.shape[1], -1)  # (N, m, D + 2)
     distances, count = _DistanceBlocks(), neighbours.shape[1]
-    nearest = torch.empty(n, patches, count)
+    nearest = torch.empty(n, patches, count, device=queries.device)
     for a in range(n):
         d2 = distances(_query_factor(queries[a]), bank[neighbours[a]].reshape(-1, dim + 2))  # (L, K · m)
         nearest[a] = d2.view(patches, count, -1).amin(2)
