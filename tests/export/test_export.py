@@ -48,6 +48,7 @@ def check(folder, calibrated, images, **runtime):
                         f"{folder.name} {runtime}")
 
 
+@pytest.mark.slow
 def test_export_json_records_thresholds_size_params_and_banks(calibrated, exported):
     detector = calibrated[0]
     spec = json.loads((exported / "export.json").read_text())
@@ -62,6 +63,7 @@ def test_export_json_records_thresholds_size_params_and_banks(calibrated, export
     assert model.name == "patchcore" and model.image_size == SIZE and model.runtime == "onnxruntime"
 
 
+@pytest.mark.slow
 def test_weights_go_to_external_data_above_the_limit(calibrated, exported, parts, tmp_path):
     export_detector(calibrated[0], tmp_path, external_data_bytes=1000)  # the path of weights over 1 GiB
     assert read_spec(tmp_path).external_data == EXTERNAL_DATA_FILE
@@ -71,6 +73,7 @@ def test_weights_go_to_external_data_above_the_limit(calibrated, exported, parts
         check(tmp_path, calibrated, parts[1].numpy(), runtime=runtime)
 
 
+@pytest.mark.slow
 def test_a_bank_searched_in_many_blocks(calibrated, parts, tmp_path, monkeypatch):
     """PatchCore's search and re-weighting over blocks of 100 of its 307 bank rows (the last one partial)."""
     monkeypatch.setattr(search_module, "BLOCK_ENTRIES_PER_IMAGE", 100 * (SIZE // 8) ** 2)
@@ -111,6 +114,7 @@ def test_uncalibrated_export_gives_scores_but_no_decisions(exported, parts, tmp_
         Inspector(model, limits=Limits())
 
 
+@pytest.mark.slow
 def test_export_command_writes_openvino_ir(calibrated, parts, tmp_path):
     calibrated[0].save(tmp_path / "model")
     ir = tmp_path / "ir"

@@ -21,6 +21,8 @@ from lineguard.export import export_detector
 from lineguard.synthetic import make_batch
 from tests.conftest import SIZE, to_tensor
 
+pytestmark = pytest.mark.slow  # an export, and child processes that import the CLI and the service
+
 SCRIPT = Path(__file__).with_name("run_export.py")
 RUNTIME_PYTHON = "LINEGUARD_RUNTIME_PYTHON"
 
