@@ -59,5 +59,6 @@ def test_bad_shapes():
 
 def test_detectors_check_their_search_backend():
     for name in ("knn", "patchcore"):
-        with pytest.raises(ValueError, match="search must be one of auto, torch, faiss, faiss-ivf, got 'flat'"):
+        with pytest.raises(ValueError, match=f"{name} parameter search must be one of 'auto', 'torch', 'faiss', "
+                                             "'faiss-ivf', got 'flat'"):
             lineguard.create(name, search="flat").fit(torch.rand(1, 3, 64, 64))
