@@ -237,6 +237,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="models, exports, predictions, rows.jsonl (required)")
     parser.add_argument("--out", type=Path, help="markdown table of WORK/rows.jsonl (and .json beside it)")
     parser.add_argument("--runtime-python", help="python of an environment with lineguard-runtime, to size it")
+    parser.add_argument("--note", action="append", default=[], help="a line for the table's notes (repeatable)")
     parser.add_argument("--images", type=int, default=32, help="test images scored (the first 16 at batch 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--large-bank", type=int, help="rows of a random PatchCore bank to export and run")
@@ -277,7 +278,7 @@ def install_size(python: str, *spec: str) -> dict:
 def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
     """The table (markdown) and everything measured (JSON): rows, the large bank, install sizes."""
     large = args.work / "large_bank.json"
-    results = {"command": " ".join(sys.argv), "rows": rows,
+    results = {"command": " ".join(sys.argv), "notes": args.note, "rows": rows,
                "large_bank": json.loads(large.read_text()) if large.exists() else None,
                "installs": [install_size(sys.executable, "lineguard")]}
     if args.runtime_python:
@@ -305,7 +306,7 @@ def notes(results: dict) -> str:
                       f"{bank['pytorch']['images_per_s_b16']:.2f} images/s, peak RSS "
                       f"{bank['pytorch']['peak_rss_mb']:.0f} MB."]
     lines += ["", "GPU / onnxruntime's CUDA provider: not measured (no GPU was lent to this run).",
-              f"Command: `{results['command']}`", ""]
+              *results["notes"], f"Command: `{results['command']}`", ""]
     return "\n".join(lines)
 
 
