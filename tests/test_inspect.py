@@ -35,6 +35,7 @@ class ArrayScorer:
 
     name = "exported"
     uses_normal_images = True
+    array_input = True
     image_size = 6
     thresholds = THRESHOLDS
 

@@ -9,7 +9,8 @@ from types import ModuleType
 from lineguard.errors import LineguardError
 
 #: The extra of ``pyproject.toml`` that installs each optional module.
-EXTRAS = {"faiss": "faiss", "open_clip": "clip", "fastapi": "serve", "uvicorn": "serve", "ray": "ray"}
+EXTRAS = {"faiss": "faiss", "open_clip": "clip", "fastapi": "serve", "uvicorn": "serve", "ray": "ray", "onnx": "export",
+          "onnxruntime": "export", "openvino": "export"}
 
 
 class MissingExtraError(LineguardError, ImportError):

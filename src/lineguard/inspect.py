@@ -34,14 +34,15 @@ class Scorer(Protocol):
     name: str  # the method, as rows name it
     uses_normal_images: bool  # False: ``predict`` scores the batch handed to it against itself
     image_size: int | None  # images are resized to S × S, maps come at it; None: at their own size (tiled)
+    array_input: bool  # True: ``predict`` takes numpy arrays (an export: files are read without PyTorch)
 
     @property
     def thresholds(self) -> Thresholds | None:
         """The calibrated thresholds, or None: scores only."""
 
     def predict(self, images: Any) -> Any:
-        """(N, 3, S, S) floats in [0, 1] (or an iterable of such batches) -> ``.scores`` (N,), ``.maps``
-        (N, S, S), tensors or arrays."""
+        """(N, 3, S, S) floats in [0, 1] (or an iterable of such batches; tensors, or arrays with
+        ``array_input``) -> ``.scores`` (N,), ``.maps`` (N, S, S), tensors or arrays."""
 
 
 @dataclass
@@ -146,12 +147,12 @@ class FileInspection:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[tuple[Path, Finding]]:
-        from lineguard.io.batches import ImageBatches  # the image readers: torch tensors for a Detector
+        from lineguard.io.batches import ImageBatches
 
         step = self.chunk if self.scorer.uses_normal_images else max(len(self.paths), 1)
         for start in range(0, len(self.paths), step):
             batches = ImageBatches(self.paths[start:start + step], size=self.scorer.image_size,
-                                   batch_size=self.batch_size)
+                                   batch_size=self.batch_size, arrays=self.scorer.array_input)
             if not batches.any_readable():
                 self.failed += batches.failed
                 continue

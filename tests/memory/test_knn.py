@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import lineguard
 from lineguard.memory import knn
 from lineguard.memory.knn import NearestNeighbours
 
@@ -54,3 +55,10 @@ def test_bad_shapes():
         NearestNeighbours(torch.zeros(0, 4))
     with pytest.raises(ValueError, match=r"queries must be \(Q, 4\)"):
         NearestNeighbours(torch.zeros(3, 4)).search(torch.zeros(2, 5))
+
+
+def test_detectors_check_their_search_backend():
+    for name in ("knn", "patchcore"):
+        with pytest.raises(ValueError, match=f"{name} parameter search must be one of 'auto', 'torch', 'faiss', "
+                                             "'faiss-ivf', got 'flat'"):
+            lineguard.create(name, search="flat").fit(torch.rand(1, 3, 64, 64))

@@ -1,8 +1,10 @@
-"""Every registered method fits, finds planted defects, saves and loads to identical scores, and scores as the
-saved values say it did (a refactoring moves no number)."""
+"""Every registered method fits, finds planted defects, saves and loads to identical scores, scores as the
+saved values say it did (a refactoring moves no number), and exports to ONNX with the same answers on
+onnxruntime and OpenVINO (or refuses, saying why)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -12,11 +14,15 @@ import torch
 
 import lineguard
 from lineguard.errors import ParameterError
+from lineguard.export import RUNTIMES, export_detector, load_export
+from lineguard.export.graphs import NotExportableError, refusal
 from lineguard.methods import NotFittedError, available_methods, method_class
 from lineguard.metrics import image_auroc
 from lineguard.prompts.detector import PromptDetector, save_prompts
 from lineguard.prompts.training import train_prompts
+from lineguard.scoring.threshold import calibrate
 from tests.conftest import SIZE
+from tests.export.parity import assert_same_answers
 from tests.methods.saved_values import PATH, UNSAVED, fingerprint
 from tests.prompts.tiny import labelled, tiny
 
@@ -104,6 +110,31 @@ def test_save_load_gives_identical_scores(fitted, parts, tmp_path):
     again = reloaded.predict(test)
     assert torch.equal(again.scores, result.scores)
     assert torch.equal(again.maps, result.maps)
+
+
+@pytest.mark.slow
+def test_export_gives_the_models_answers(fitted, parts, tmp_path):
+    """Same scores, maps, decisions and regions from the exported graph, on both runtimes, in batches of 5 (the
+    graph was traced on 1). Thresholds: the model's, or calibrated on the test batch's good images."""
+    images, labels = parts[1], parts[2]
+    detector, result = fitted
+    reason = refusal(detector.name, detector.uses_normal_images)
+    if reason:
+        with pytest.raises(NotExportableError, match="cannot export"):
+            export_detector(detector, tmp_path / "export")
+        return
+    good = labels == 0
+    thresholds = detector.thresholds or calibrate(result.scores[good], result.maps[good])
+    model = copy.copy(detector).set_thresholds(thresholds)  # the fixture's detector stays as it is
+    export_detector(model, tmp_path / "export")
+    scores, maps = result.scores.numpy(), result.maps.numpy()
+    decisions = thresholds.normalize_scores(scores) >= 1
+    assert decisions.any() and not decisions.all(), "the decisions to compare must include both kinds"
+    for runtime in RUNTIMES:
+        exported = load_export(tmp_path / "export", runtime=runtime, batch_size=5)
+        assert exported.thresholds == thresholds and exported.name == detector.name
+        got = exported.predict(images.numpy())
+        assert_same_answers(got.scores, got.maps, scores, maps, thresholds, f"{detector.name} on {runtime}")
 
 
 @pytest.mark.parametrize("name", [m for m in available_methods() if method_class(m).uses_normal_images])

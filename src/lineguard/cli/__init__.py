@@ -5,8 +5,8 @@ The work is done by the library (``lineguard.inspect``, ``lineguard.evaluation``
 is a :class:`~lineguard.errors.LineguardError` and ends a command with one red line (:mod:`lineguard.cli.app`).
 """
 
-from lineguard.cli import (encoder, evaluate, info, models, predict, prompts, results, serve, update,  # noqa: F401
-                           watch)
+from lineguard.cli import (encoder, evaluate, export, info, models, predict, prompts, results, serve,  # noqa: F401
+                           update, watch)
 from lineguard.cli.app import app, main
 from lineguard.cli.evaluate import run_subprocess
 from lineguard.cli.options import parse_param

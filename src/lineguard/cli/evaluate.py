@@ -13,9 +13,9 @@ import typer
 from rich.table import Table
 
 from lineguard.cli.app import app, console, out, report_failures, warn
+from lineguard import DEFAULT_METHOD
 from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, ImageSizeOpt, MethodOpt,
                                    OverlapOpt, ParamOpt, SeedOpt, ShotsOpt, TileOpt, WeightsOpt, build_detector)
-from lineguard.methods import DEFAULT_METHOD
 
 
 def print_result(result, title: str) -> None:

@@ -14,7 +14,7 @@ from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt
                                    MethodOpt, OutOpt, OverlapOpt, ParamOpt, RayAddressOpt, RayOpt, RuleOpt, SeedOpt,
                                    ShotsOpt, TileOpt, WeightsOpt, WorkersOpt, build_detector, cluster_of)
 from lineguard.errors import ParameterError
-from lineguard.methods import DEFAULT_METHOD
+from lineguard import DEFAULT_METHOD
 from lineguard.scoring.threshold import DEFAULT_RULE, RULES, CalibrationError, Thresholds
 
 GOOD_IMAGE_RULES = tuple(r for r in RULES if r != "f1")  # the rules that need no labels

@@ -27,10 +27,22 @@ def _at_least_one(value: int) -> int:
 
 
 def _device(value: str | None) -> str | None:
-    """``--device``: a known device that this machine has (cuda only with a GPU)."""
+    """``--device``: a known device that this machine has (cuda only with a GPU). PyTorch is asked only when
+    the option is given (predict on an export runs without it)."""
+    if value is None:
+        return None
     from lineguard.training import resolve_device
 
-    return None if value is None else str(resolve_device(value))
+    return str(resolve_device(value))
+
+
+def _runtime(value: str | None) -> str | None:
+    """``--runtime``: one that runs exports."""
+    from lineguard.export.runtime import RUNTIMES
+
+    if value is not None and value not in RUNTIMES:
+        raise ParameterError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {value!r}")
+    return value
 
 
 def _positive_mad_factor(value: float) -> float:
@@ -52,6 +64,8 @@ TileOpt = Annotated[int | None, typer.Option(help="Cut each image at its own res
                                                  "saved with the model).")]
 OverlapOpt = Annotated[int, typer.Option(help="Pixels neighbouring tiles share; their maps are blended there.")]
 BatchSizeOpt = Annotated[int, typer.Option(callback=_at_least_one, help="Images per batch.")]
+RuntimeOpt = Annotated[str | None, typer.Option(callback=_runtime, help="An export folder's runtime: onnxruntime "
+                                                                      "or openvino (default: its format's).")]
 DataOpt = Annotated[Path, typer.Option(help="Dataset folder (MVTec AD, MPDD, VisA, BTAD layout).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder to write.")]
 ShotsOpt = Annotated[int | None, typer.Option(help="Use only K random good training images.")]

@@ -1,4 +1,5 @@
-"""``lineguard predict``: score a folder with a saved model (or a test-batch method) into a results folder."""
+"""``lineguard predict``: score a folder with a saved model, an export, or a test-batch method into a results
+folder."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from rich.markup import escape
 
 from lineguard.cli.app import app, console, out, report_failures, warn
 from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DeviceOpt, GpusOpt, ImageSizeOpt, MadFactorOpt,
-                                   ParamOpt, RayAddressOpt, RayOpt, SeedOpt, WeightsOpt, WorkersOpt, build_detector,
-                                   cluster_of)
+                                   ParamOpt, RayAddressOpt, RayOpt, RuntimeOpt, SeedOpt, WeightsOpt, WorkersOpt,
+                                   build_detector, cluster_of)
 from lineguard.cli.results import note_damaged, write_store_report
 from lineguard.errors import LineguardError, ParameterError
 from lineguard.inspect import FileInspection, Scorer, own_thresholds
@@ -20,23 +21,27 @@ from lineguard.scoring.threshold import Thresholds
 
 
 @app.command()
-def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then images or folders.")],
+def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR or EXPORT_DIR] then images or "
+                                                             "folders.")],
             out_dir: Annotated[Path, typer.Option("--out", help="Results folder (resumable).")],
             method: Annotated[str | None, typer.Option("--method", "-m", help="A test-batch method: no model.")] = None,
             backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
             device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None, batch_size: BatchSizeOpt = 16,
-            mad_factor: MadFactorOpt = 3.0,
+            mad_factor: MadFactorOpt = 3.0, runtime: RuntimeOpt = None,
             batch_by: Annotated[str | None, typer.Option(help="Test-batch methods: independent batches, one per "
                                                               "'folder' or per COUNT images, each in its own "
                                                               "results folder under --out.")] = None,
             ray: RayOpt = False, ray_address: RayAddressOpt = None, workers: WorkersOpt = 2,
             gpus_per_worker: GpusOpt = 0.0,
             report: Annotated[bool, typer.Option(help="Also write an HTML report into --out.")] = True) -> None:
-    """Score images with a saved model (or a test-batch --method) and append results to --out."""
+    """Score images with a saved model, an export (`lineguard export`; --runtime) or a test-batch --method and
+    append results to --out."""
+    from lineguard import load
     from lineguard.io.groups import group_paths, parse_batch_by
     from lineguard.io.images import list_images
-    from lineguard.methods import load
 
+    if method and runtime:
+        raise ParameterError("--runtime runs an export folder: it does not go with --method")
     cluster = cluster_of(ray, ray_address, workers, gpus_per_worker)
     by = None if batch_by is None else parse_batch_by(batch_by)
     if method:
@@ -50,7 +55,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR] then 
         raise ParameterError("--batch-by splits images into batches for a test-batch --method; a model scores "
                              "every image on its own")
     else:
-        detector = load(inputs[0])
+        detector = load(inputs[0], runtime=runtime)
     paths = list_images(*inputs[1 - bool(method):])
     groups = {"": paths} if by is None else group_paths([p.resolve() for p in paths], by)
     if cluster is not None:

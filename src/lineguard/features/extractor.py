@@ -55,7 +55,12 @@ class PatchExtractor:
 
     @torch.inference_mode()
     def __call__(self, images: Tensor) -> Tensor:
-        features = patch_features(self.levels_of(images), patch_size=self.patch_size, reduce_dim=self.reduce_dim)
+        return self.patches(self.levels_of(images))
+
+    def patches(self, levels: list[Tensor]) -> Tensor:
+        """Backbone maps [(B, C_l, h_l, w_l)] -> (B, D, h, w) patch features, through the head if there is one
+        (no inference mode of its own, so an exported graph can trace it)."""
+        features = patch_features(levels, patch_size=self.patch_size, reduce_dim=self.reduce_dim)
         return features if self.head is None else self.head(features)
 
     def iterate(self, batches, description: str = "features") -> Iterator[Tensor]:

@@ -17,7 +17,7 @@ and image AUROC, pixel AUROC and AUPRO agree with the exact search to three deci
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from torch import Tensor
 from lineguard.extras import require
 
 Backend = Literal["auto", "torch", "faiss", "faiss-ivf"]
+SEARCH_BACKENDS: tuple[str, ...] = get_args(Backend)
 _IVF_MIN_BANK = 16_384  # below this a flat index is fast enough and exact
 _IVF_MIN_PER_LIST = 39  # faiss wants this many training rows per list, or it warns
 _BLOCK = 1 << 25  # entries of one queries × bank distance block in the torch search (128 MB of float32)

@@ -14,10 +14,9 @@ from lineguard.methods import spade  # noqa: F401  (registers "spade")
 from lineguard.methods import prompt_learning  # noqa: F401  (registers "prompts")
 from lineguard.methods import anomalyclip  # noqa: F401  (registers "anomalyclip")
 from lineguard.methods import winclip  # noqa: F401  (registers "winclip", "winclip+")
+from lineguard import DEFAULT_METHOD
 from lineguard.methods.base import (CannotGrowError, Detector, NotFittedError, Prediction, available_methods, create,
                                     load, method_class, register)
-
-DEFAULT_METHOD = "patchcore"  # what `lineguard demo` and a bare `evaluate` use
 
 __all__ = ["DEFAULT_METHOD", "CannotGrowError", "Detector", "NotFittedError", "Prediction", "available_methods",
            "create", "load", "method_class", "register"]

@@ -70,6 +70,8 @@ class Detector(ABC):
         "patch_size": [Interval(int, 1, None, odd=True)]}
     #: False for test-batch (zero-data) methods: they score the batch given to ``predict`` against itself.
     uses_normal_images: ClassVar[bool] = True
+    #: ``predict`` takes tensors (an exported model takes numpy arrays: ``lineguard.inspect.Scorer``).
+    array_input: ClassVar[bool] = False
     #: Parameters that name a file or folder the detector reads: a saved model keeps copies inside its folder.
     file_params: ClassVar[tuple[str, ...]] = ("weights",)
     #: Learned tensors (or a network's entries, by their last name) holding indices or counts: int64, not float32.

@@ -37,18 +37,24 @@ from lineguard.params import FRACTION, POSITIVE, Interval
 from lineguard.scoring.image import top_k_mean
 
 
-def reconstruction_weights(queries: Tensor, support: Tensor, mean: Tensor, lam: float, ridge: float) -> Tensor:
-    """W = (Q Sᵀ + λ μ Sᵀ)((1 + λ) S Sᵀ + εI)⁻¹ for a batch of queries, in float64.
-
-    (B, P, D), (M, D), (P, D) -> (B, P, M). ε = ``ridge`` × the mean diagonal of (1 + λ) S Sᵀ, so the
-    ridge is relative to the features' scale and only matters when S Sᵀ is (nearly) singular.
-    """
+def gram_factor(support: Tensor, lam: float, ridge: float) -> Tensor:
+    """The Cholesky factor of (1 + λ) S Sᵀ + εI, in float64: (M, D) -> (M, M). ε = ``ridge`` × the mean
+    diagonal of (1 + λ) S Sᵀ, so the ridge is relative to the features' scale and only matters when S Sᵀ is
+    (nearly) singular."""
     s = support.double()
     gram = (1 + lam) * (s @ s.T)  # (M, M)
     gram.diagonal().add_(ridge * gram.diagonal().mean())
+    return torch.linalg.cholesky(gram)
+
+
+def reconstruction_weights(queries: Tensor, support: Tensor, mean: Tensor, lam: float, ridge: float) -> Tensor:
+    """W = (Q Sᵀ + λ μ Sᵀ)((1 + λ) S Sᵀ + εI)⁻¹ for a batch of queries, in float64.
+
+    (B, P, D), (M, D), (P, D) -> (B, P, M); ε as in :func:`gram_factor`.
+    """
+    s = support.double()
     rhs = (queries.double() + lam * mean.double()) @ s.T  # (B, P, M) = Q Sᵀ + λ μ Sᵀ
-    factor = torch.linalg.cholesky(gram)
-    solved = torch.cholesky_solve(rhs.reshape(-1, s.shape[0]).T, factor)  # (M, B·P): G X = rhsᵀ
+    solved = torch.cholesky_solve(rhs.reshape(-1, s.shape[0]).T, gram_factor(support, lam, ridge))  # (M, B·P)
     return solved.T.reshape(rhs.shape)
 
 

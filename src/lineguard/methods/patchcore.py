@@ -31,12 +31,11 @@ from torch import Tensor
 
 from lineguard.features.patches import flatten_patches, reduce_channels
 from lineguard.memory.coreset import coreset_size, greedy_coreset
+from lineguard.memory.knn import SEARCH_BACKENDS
 from lineguard.methods.base import register
 from lineguard.methods.grid import GridDetector
 from lineguard.params import FRACTION, POSITIVE, QUANTILE, Options
 from lineguard.scoring.image import above_baseline, reweighted_max
-
-SEARCH_BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 
 
 @register

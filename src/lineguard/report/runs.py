@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lineguard.inspect import Finding, as_array, decide
-from lineguard.io.images import ImageError, read_image, resize
+from lineguard.io.images import ImageError, read_image_array, resize_array
 from lineguard.io.store import ResultStore, load_thresholds
 from lineguard.report.html import ReportItem, write_report
 from lineguard.report.overlay import to_uint8
@@ -21,9 +21,10 @@ from lineguard.scoring.threshold import Thresholds
 
 
 def _picture(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """The input at the map's (H, W); mid grey when the file is gone or unreadable since it was scored."""
+    """The input at the map's (H, W), resized without PyTorch (a report of an export's results needs none); mid
+    grey when the file is gone or unreadable since it was scored."""
     try:
-        return to_uint8(resize(read_image(path), size))
+        return to_uint8(resize_array(read_image_array(path), size))
     except ImageError:
         return np.full((*size, 3), 128, dtype=np.uint8)
 

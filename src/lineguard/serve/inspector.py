@@ -1,15 +1,17 @@
 """One loaded, calibrated detector serving inspections to many request threads, through the one inspection
 pipeline (``lineguard.inspect``): the same scores, decisions and regions as ``lineguard predict``'s rows.
 
-Uploads are decoded and results encoded in the request threads, in parallel; only ``predict`` runs under a
-lock, one call at a time, because a detector builds caches lazily (feature extractor, search index) and its
-backbone already uses every core. Recent results are kept in a bounded ring, so memory stays flat however
-long the service runs.
+The detector is a :class:`lineguard.inspect.Scorer`: a fitted model, or an export run without PyTorch (uploads
+are then resized and scored as numpy arrays, and nothing here imports torch). Uploads are decoded and results
+encoded in the request threads, in parallel; only ``predict`` runs under a lock, one call at a time, because a
+detector builds caches lazily (feature extractor, search index) and its backbone already uses every core.
+Recent results are kept in a bounded ring, so memory stays flat however long the service runs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import itertools
 import os
@@ -17,16 +19,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image
 
 from lineguard.errors import LineguardError, ParameterError
 from lineguard.inspect import Scorer, decide
 from lineguard.io.guard import ImageTooLargeError, pillow_pixel_limit
-from lineguard.io.images import ImageError, read_image, resize
+from lineguard.io.images import ImageError, read_image_array, resized_batch
 from lineguard.io.store import mask_image
 from lineguard.report.overlay import NORMALIZED_RANGE, overlay, to_uint8
 from lineguard.scoring.threshold import NotCalibratedError
@@ -89,10 +90,16 @@ class Inspector:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: deque[dict] = deque(maxlen=history)
-        if detector.uses_normal_images:  # build lazy caches now: the first request is not the slow one
-            self._predict(torch.zeros(1, 3, self.size or 64, self.size or 64))
+        self._no_grad = contextlib.nullcontext
+        if not detector.array_input:  # a detector's tensors: no autograd records in a long-running service
+            import torch
 
-    def decode(self, filename: str, file: BinaryIO) -> torch.Tensor:
+            self._no_grad = torch.inference_mode
+        if detector.uses_normal_images:  # build lazy caches now: the first request is not the slow one
+            side = self.size or 64
+            self._predict(resized_batch([np.zeros((3, side, side), np.float32)], side, arrays=detector.array_input))
+
+    def decode(self, filename: str, file: BinaryIO) -> np.ndarray:
         """An uploaded file (spooled, never whole in memory, never written elsewhere to be read back) -> (3, H, W)
         in [0, 1]; its size, then the image's size from its header (the pixel and side limits), then a full
         decode straight from the spooled file."""
@@ -101,23 +108,29 @@ class Inspector:
             raise UploadError(413, f"{filename}: {size} bytes exceeds the limit of "
                                    f"{self.limits.max_upload_bytes} bytes")
         try:
-            return read_image(file, max_pixels=self.limits.max_pixels)
+            return read_image_array(file, max_pixels=self.limits.max_pixels)
         except ImageTooLargeError as exc:
             raise UploadError(413, f"{filename}: {exc.reason}") from None
         except ImageError as exc:
             raise UploadError(400, f"{filename}: {exc.reason}") from None
 
-    def _predict(self, images: torch.Tensor):
-        with self._lock, torch.inference_mode():
+    def _predict(self, images: Any):
+        """(N, 3, S, S) batch (or a tiled model's list of images) -> the prediction, one call at a time."""
+        with self._lock, self._no_grad():
             return self.detector.predict(images)
 
     def inspect(self, uploads: list[tuple[str, BinaryIO]], *, images: bool = True) -> list[dict]:
         """(filename, file) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
         start = time.perf_counter()
         decoded = [self.decode(name, data) for name, data in uploads]  # (3, H_i, W_i) each
-        pictures = [image if self.size is None else resize(image, self.size) for image in decoded]  # (3, S, S)
+        if self.size is None:  # a tiled model: each image at its own size, in a batch of its own
+            import torch
+
+            pictures, inputs = decoded, [torch.from_numpy(image)[None] for image in decoded]
+        else:
+            pictures = inputs = resized_batch(decoded, self.size, arrays=self.detector.array_input)  # (N, 3, S, S)
         try:
-            prediction = self._predict(torch.stack(pictures) if self.size else [p[None] for p in pictures])
+            prediction = self._predict(inputs)
         except ValueError as exc:  # e.g. a test-batch method given too few images
             raise UploadError(400, str(exc)) from None
         seconds = (time.perf_counter() - start) / len(uploads)
