@@ -92,6 +92,7 @@ class TiledDetector:
     does, with images read at their own size (``image_size`` None) and maps at it."""
 
     image_size = None  # the pipeline reads images at their native size
+    array_input = False  # it takes tensors, as the detector it wraps
 
     def __init__(self, detector: Detector, tiling: Tiling):
         if not isinstance(detector, GridDetector):
