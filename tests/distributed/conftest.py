@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lineguard.cli import app
@@ -13,6 +14,16 @@ from lineguard.cli import app
 RAY_SIZE = 64  # working resolution of the Ray tests' models: the point is the plumbing, not the detector
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The local runs on one torch thread, as each Ray worker: a matrix product's rounding depends on the number
+    of threads, and the rows are compared to 1e-6 and the map files byte for byte."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def invoke(*args: object):
