@@ -16,7 +16,7 @@ from lineguard.cli import app
 from lineguard.errors import ParameterError
 from lineguard.export import ExportedModel, ExportFolderError, export_detector, load_export
 from lineguard.export import search as search_module
-from lineguard.export.graphs import NotExportableError, exportable_methods
+from lineguard.export.graphs import TEXT_PROMPT_METHODS, NotExportableError, exportable_methods, refusal
 from lineguard.export.spec import EXTERNAL_DATA_FILE, read_spec
 from lineguard.methods import NotFittedError, available_methods, method_class
 from lineguard.inspect import inspect
@@ -147,7 +147,10 @@ def test_load_takes_a_model_folder_or_an_export_folder(calibrated, exported, tmp
 def test_every_method_exports_or_says_why(tmp_path):
     """Every method of the registry trained on normal images exports; test-batch methods refuse, and say why."""
     for name in available_methods():
-        if method_class(name).uses_normal_images:
+        if name in TEXT_PROMPT_METHODS:
+            assert refusal(name, method_class(name).uses_normal_images).startswith(f"{name} scores images against "
+                                                                                   "text prompts")
+        elif method_class(name).uses_normal_images:
             assert name in exportable_methods(), name
         else:
             with pytest.raises(NotExportableError, match="scores a batch against itself.*feature extractor"):

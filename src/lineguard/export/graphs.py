@@ -24,6 +24,9 @@ GraphBuilder = Callable[[Detector], nn.Module]
 _BUILDERS: dict[str, GraphBuilder] = {}
 
 
+TEXT_PROMPT_METHODS = ("anomalyclip", "winclip", "winclip+", "prompts")  # refused, each with the same reason
+
+
 class NotExportableError(LineguardError, ValueError):
     """A detector that cannot become a graph; the message says why."""
 
@@ -52,6 +55,10 @@ def refusal(name: str, uses_normal_images: bool) -> str | None:
     _load_builders()
     if name in _BUILDERS:
         return None
+    if name in TEXT_PROMPT_METHODS:
+        return (f"{name} scores images against text prompts through a CLIP-style model (text embeddings, "
+                "windows or prompt learners); no graph is built for it yet. Exportable methods: "
+                f"{', '.join(exportable_methods())}")
     if not uses_normal_images:
         return (f"{name} scores a batch against itself: its reference is built from the very images it is "
                 "asked to score, so there is no fixed model to put in a graph. What could be exported is its "
