@@ -113,14 +113,25 @@ def _write_atomically(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
+def _holder(handle: IO[str], attempts: int = 10) -> str:
+    """Who holds the lock, from its stamp; the holder writes it just after taking the lock, so an empty file
+    is read again for a moment before it is called "another process"."""
+    for _ in range(attempts):
+        handle.seek(0)
+        stamp = handle.read().strip()
+        if stamp:
+            return stamp
+        time.sleep(0.05)
+    return "another process"
+
+
 def _lock(folder: Path) -> IO[str]:
     """The held lock file of ``folder``, stamped with this process; ResultsLockedError if another holds it."""
     handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # held open: the lock lives with it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = _holder(handle)
         handle.close()
         raise ResultsLockedError(f"{folder} is being written by {holder}: wait for that run to end, or use "
                                  "another --out folder") from None
