@@ -151,7 +151,7 @@ def report(args: argparse.Namespace) -> None:
     lines = ["| workers | projected images/s | bound by |", "|---|---|---|"]
     for n in (1, 2, 8, 32, 128):
         lines.append(f"| {n} | {min(n * r1, ceiling):.0f} | {'the workers' if n * r1 < ceiling else 'the driver'} |")
-    lines += ["", f"r1 = {r1:.2f} images/s per worker (measured, contended); driver {per_image:.2f} ms per image "
+    lines += ["", f"r1 = {r1:.2f} images/s per worker (measured); driver {per_image:.2f} ms per image "
                   f"-> ceiling {ceiling:.0f} images/s, reached from {ceiling / r1:.0f} workers on; measured 2 workers "
                   f"/ 1 worker = {ray_runs[1]['images_per_second'] / r1:.2f}, local (no Ray) "
                   f"{latest[('local', 1)]['images_per_second']:.2f} images/s"]
