@@ -39,6 +39,16 @@ def test_predict_on_ray_writes_the_rows_of_a_local_run(cluster, ray_model, line_
 
 
 @pytest.mark.slow
+def test_predict_on_ray_runs_an_export_as_locally(cluster, ray_model, line_images, tmp_path):
+    pytest.importorskip("onnxruntime")
+    export, local, distributed = tmp_path / "export", tmp_path / "local", tmp_path / "ray"
+    invoke("export", ray_model, "--out", export)
+    invoke("predict", export, line_images, "--out", local, "--no-report")
+    invoke("predict", export, line_images, "--out", distributed, "--no-report", "--ray", "--workers", 2)
+    same_results(local, distributed)
+
+
+@pytest.mark.slow
 def test_test_batches_on_ray_each_decide_as_a_local_run(cluster, line_images, tmp_path):
     local, distributed = tmp_path / "local", tmp_path / "ray"
     common = ("predict", "--method", "testbatch", line_images, "--image-size", RAY_SIZE, "--batch-by", "folder",

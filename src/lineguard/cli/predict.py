@@ -43,6 +43,8 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR or EXP
     if method and runtime:
         raise ParameterError("--runtime runs an export folder: it does not go with --method")
     cluster = cluster_of(ray, ray_address, workers, gpus_per_worker)
+    if cluster is not None and runtime:
+        raise ParameterError("--runtime does not go with --ray: the workers run an export on its own runtime")
     by = None if batch_by is None else parse_batch_by(batch_by)
     if method:
         detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights,

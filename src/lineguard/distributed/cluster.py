@@ -106,8 +106,10 @@ class ScorerSource:
         return cls(method=detector.name, params=detector.get_params())
 
     def build(self, *, use_gpu: bool = False) -> tuple[Any, tempfile.TemporaryDirectory | None]:
-        """The scorer, and the temporary copy of the model folder it reads from (kept while the scorer lives)."""
-        from lineguard.methods import create, load
+        """The scorer, and the temporary copy of the model or export folder it reads from (kept while the scorer
+        lives)."""
+        from lineguard import load
+        from lineguard.methods import create
 
         if self.model is None:
             detector, copy = create(self.method, **self.params), None
@@ -118,6 +120,6 @@ class ScorerSource:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             detector = load(copy.name)
-        if use_gpu and "device" in detector.param_names():
+        if use_gpu and not detector.array_input and "device" in detector.param_names():
             detector.device = "cuda"  # before first use: the feature extractor is built then
         return detector, copy
