@@ -24,6 +24,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("part", choices=["synthetic", "dataset", "one"])
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--data", type=Path, help="dataset folder (dataset, one)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/lineguard-sheets"),
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lineguard-sheets",
                         help="where the synthetic set is written")
     parser.add_argument("--method", default="patchcore")
     parser.add_argument("--tile", type=int, default=None)

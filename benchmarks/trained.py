@@ -29,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, action="append", required=True,
                         help="dataset folder (repeatable), named by the folder's name")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "trained")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/lineguard-trained"),
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lineguard-trained",
                         help="where trained encoders are kept")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every run (default: all)")
     parser.add_argument("--encoder-epochs", type=int, default=None, help=f"default: {ENCODER_EPOCHS}")
