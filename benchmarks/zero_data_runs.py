@@ -115,8 +115,9 @@ def run_whole(spec: dict, data: dict[str, Path]) -> dict:
 
 
 def draw_batch(name: str, dataset: Dataset, fraction: float, seed: int, size: int = 200):
-    """(levels, labels, masks) of one batch: ``fraction`` test defects, the rest good test and training images."""
-    test, test_paths, _, _ = load_features(name, "test")
+    """(levels, labels, masks, backbone seconds per image) of one batch: ``fraction`` test defects, the rest good
+    test and training images."""
+    test, test_paths, _, forward = load_features(name, "test")
     good = load_features(name, "good")[0]
     by_path = {str(s.path): s for s in dataset.test}
     samples = [by_path[p] for p in test_paths]
@@ -133,14 +134,13 @@ def draw_batch(name: str, dataset: Dataset, fraction: float, seed: int, size: in
     picked = [(b, samples[i]) for b, (split, i) in enumerate(chosen) if split == "test" and samples[i].label == 1]
     if picked:
         masks[[b for b, _ in picked]] = load_masks([s for _, s in picked], SIZE, dataset.mask_threshold)
-    return levels, labels, masks
+    return levels, labels, masks, forward
 
 
 def run_batch(spec: dict, data: dict[str, Path]) -> dict:
     name = spec["dataset"]
     dataset = load_dataset(data[name])
-    levels, labels, masks = draw_batch(name, dataset, spec["fraction"], spec["seed"], spec["batch"])
-    forward = load_features(name, "test")[3]
+    levels, labels, masks, forward = draw_batch(name, dataset, spec["fraction"], spec["seed"], spec["batch"])
     start = time.perf_counter()
     rows = score(spec["method"], levels, [torch.arange(len(labels))])
     seconds = (time.perf_counter() - start) / len(labels)

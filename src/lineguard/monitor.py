@@ -35,7 +35,7 @@ from lineguard.errors import ParameterError
 from lineguard.features.extractor import PatchExtractor
 from lineguard.features.lnamd import DEFAULT_RADII, as_patch_rows, lnamd
 from lineguard.memory.coreset import coreset_size
-from lineguard.scoring.batch import look_distances, looks, nearest_in_images
+from lineguard.scoring.batch import closest_mean, look_distances, looks, nearest_in_images
 from lineguard.scoring.image import top_k_mean
 from lineguard.scoring.maps import anomaly_maps, combine_views
 from lineguard.scoring.threshold import robust_threshold
@@ -161,10 +161,9 @@ class LineMonitor:
                                   tuple(look.shape))
         size = (self.image_size, self.image_size)
         if self.ring.filled:
-            count = min(self.match_images, self.ring.filled)
             nearest = iter(self.ring.nearest(flat, self.ring.look_alikes(look, self.look_alikes)))  # V × (L, K)
-            grids = [[next(nearest).topk(count, dim=1, largest=False).values.mean(1).view(1, *lv.shape[-2:])
-                      for _ in level] for level, lv in zip(views, levels, strict=True)]
+            grids = [[closest_mean(next(nearest), self.match_images).view(1, *lv.shape[-2:]) for _ in level]
+                     for level, lv in zip(views, levels, strict=True)]
             grid = combine_views(grids)  # (1, h, w)
             score, anomaly_map = float(top_k_mean(grid, self.top_k)), anomaly_maps(grid, size, self.sigma)[0]
         else:

@@ -36,7 +36,7 @@ from lineguard.memory.coreset import coreset_size, image_coresets
 from lineguard.methods.base import Prediction, register
 from lineguard.methods.zero_data import ZeroDataDetector
 from lineguard.params import FRACTION, POSITIVE, Each, Interval
-from lineguard.scoring.batch import look_alikes, nearest_in_look_alikes
+from lineguard.scoring.batch import closest_mean, look_alikes, nearest_in_look_alikes
 from lineguard.scoring.image import top_k_mean
 from lineguard.scoring.maps import combine_views
 
@@ -108,6 +108,4 @@ class BatchLookAlikes(ZeroDataDetector):
 
     def patch_scores(self, rows: Tensor, neighbours: Tensor, kept: Tensor) -> Tensor:
         """(N, L, D) patches -> (N, L): mean distance to the ``match_images`` closest look-alikes."""
-        nearest = nearest_in_look_alikes(rows, neighbours, kept)  # (N, L, K)
-        count = min(self.match_images, nearest.shape[2])
-        return nearest.topk(count, dim=2, largest=False).values.mean(2)
+        return closest_mean(nearest_in_look_alikes(rows, neighbours, kept), self.match_images)  # (N, L, K) -> (N, L)

@@ -99,8 +99,13 @@ def interval_mean(distances: Tensor, fraction: float) -> Tensor:
     """
     if not 0 < fraction <= 1:
         raise ParameterError(f"fraction must be in (0, 1], got {fraction}")
-    k = max(1, int(distances.shape[-1] * fraction))
-    return distances.topk(k, dim=-1, largest=False).values.mean(-1)
+    return closest_mean(distances, max(1, int(distances.shape[-1] * fraction)))
+
+
+def closest_mean(distances: Tensor, count: int) -> Tensor:
+    """(..., K) -> (...): mean of the ``min(count, K)`` smallest values — a patch judged by the images that
+    match it best (interval mean, look-alikes, the monitor's ring)."""
+    return distances.topk(min(count, distances.shape[-1]), dim=-1, largest=False).values.mean(-1)
 
 
 def mutual_patch_scores(features: Tensor, *, fraction: float = 0.3) -> Tensor:
