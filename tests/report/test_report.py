@@ -111,3 +111,29 @@ def test_filter_and_sort_in_a_browser(tmp_path):
         first = page.locator("#items tbody tr").first.locator("td").nth(1).get_attribute("data-v")
         assert float(first) == pytest.approx(min(it.score for it in items(12)), rel=1e-5)
         browser.close()
+
+
+def test_large_maps_are_drawn_at_report_size_with_their_regions(tmp_path):
+    """A results folder of a large tiled frame: pictures come out at most THUMBNAIL px, aspect kept, and a
+    defect region of a few pixels of the full map is still outlined."""
+    from PIL import Image
+
+    from lineguard.io.store import ResultStore, save_thresholds
+    from lineguard.report.html import THUMBNAIL
+    from lineguard.report.runs import store_report
+
+    height, width = 600, 2400
+    frame = tmp_path / "frame.png"
+    Image.fromarray(np.full((height, width, 3), 90, dtype=np.uint8)).save(frame)
+    values = np.zeros((height, width), dtype=np.float32)
+    values[300:303, 1200:1203] = 5.0  # a 3 × 3 px hot spot: 1/10 of a report pixel across
+    results = tmp_path / "results"
+    with ResultStore(results) as store:
+        save_thresholds(results, Thresholds(image_threshold=1.0, pixel_threshold=1.0))
+        store.append({"path": str(frame), "score": 5.0}, values)
+        page = store_report(store, title="frame")
+    overlay = Image.open(next((page.parent / "images").glob("*_overlay.png")))
+    assert overlay.size == (THUMBNAIL, THUMBNAIL // 4)  # (w, h): 2400 × 600 scaled to 256 wide
+    assert 'data-decision="defect"' in page.read_text()
+    pixels = np.asarray(overlay.convert("RGB"))
+    assert (pixels == (255, 255, 255)).all(axis=-1).any(), "the region's white outline must survive the shrink"
