@@ -6,7 +6,8 @@ split, and a model fitted from scratch on all the images seen so far is timed an
 (issue 20): after the last step within 0.005 image AUROC, pixel AUROC and AUPRO of the fit on everything,
 and each update at most 0.3 × the seconds of that refit. Times are CPU seconds of the process (so a busy
 machine does not skew the ratio) and include decoding the images, as a user's ``lineguard update`` /
-``lineguard fit`` would.
+``lineguard fit`` would; each is split into making the features (decoding and the backbone) and the rest
+(building or merging the bank).
 
     python benchmarks/update.py --data path/to/mvtec_ad/bottle --data path/to/mtd/magnetic_tile --threads 1
     python benchmarks/update.py --data path/to/mvtec_ad/bottle --method padim --param n_features=100
@@ -37,12 +38,32 @@ STEPS = 4  # the first quarter fitted, three more added
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
-def timed(work) -> float:
-    """CPU seconds of ``work`` in this process (all its threads): on a shared machine the wall clock measures
-    the neighbours, the CPU time this work."""
+def timed(detector: Detector, work) -> tuple[float, float]:
+    """CPU seconds of ``work`` in this process (all its threads: on a shared machine the wall clock measures
+    the neighbours, the CPU time this work), and the part of them spent making ``detector``'s features
+    (decoding and the backbone, which an update cannot skip for its new images); the rest builds or merges the
+    bank."""
+    extraction = 0.0
+    produce = detector.features
+
+    def counted(batches, description):
+        nonlocal extraction
+        features = produce(batches, description)
+        while True:
+            start = time.process_time()
+            batch = next(features, None)
+            extraction += time.process_time() - start
+            if batch is None:
+                return
+            yield batch
+
+    detector.features = counted
     start = time.process_time()
-    work()
-    return time.process_time() - start
+    try:
+        work()
+    finally:
+        del detector.features
+    return time.process_time() - start, extraction
 
 
 def grow(root: Path, method: str, params: dict, size: int, batch_size: int, out: Path) -> None:
@@ -73,17 +94,19 @@ def grow(root: Path, method: str, params: dict, size: int, batch_size: int, out:
 
     cuts = [round(len(good) * (step + 1) / STEPS) for step in range(STEPS)]
     grown = create(method, image_size=size, **params)
-    seconds = timed(lambda: grown.fit(batches(good[:cuts[0]])))
+    seconds, extraction = timed(grown, lambda: grown.fit(batches(good[:cuts[0]])))
     row = {"dataset": root.name, "method": method, "params": params, "step": 0, "images": cuts[0],
-           "threads": torch.get_num_threads(), "grown_seconds": round(seconds, 2), "grown": score(grown)}
+           "threads": torch.get_num_threads(), "grown_seconds": round(seconds, 2),
+           "grown_extract_seconds": round(extraction, 2), "grown": score(grown)}
     write(out, row)
     for step in range(1, STEPS):
         added = good[cuts[step - 1]:cuts[step]]
-        update_seconds = timed(lambda added=added: grown.update(batches(added)))
+        update = timed(grown, lambda added=added: grown.update(batches(added)))
         refit = create(method, image_size=size, **params)
-        refit_seconds = timed(lambda step=step, refit=refit: refit.fit(batches(good[:cuts[step]])))
-        write(out, {**row, "step": step, "images": cuts[step], "grown_seconds": round(update_seconds, 2),
-                    "refit_seconds": round(refit_seconds, 2), "grown": score(grown), "refit": score(refit)})
+        again = timed(refit, lambda step=step, refit=refit: refit.fit(batches(good[:cuts[step]])))
+        write(out, {**row, "step": step, "images": cuts[step], "grown_seconds": round(update[0], 2),
+                    "grown_extract_seconds": round(update[1], 2), "refit_seconds": round(again[0], 2),
+                    "refit_extract_seconds": round(again[1], 2), "grown": score(grown), "refit": score(refit)})
 
 
 def write(out: Path, row: dict) -> None:
@@ -95,24 +118,36 @@ def write(out: Path, row: dict) -> None:
 def table(out: Path) -> None:
     rows = [json.loads(line) for line in (out / "update.jsonl").read_text().splitlines()]
     lines = ["Fit on the first quarter of the good training images (step 0), then `update` with one more quarter "
-             "per step, against a fit on all images seen so far; CPU seconds of the process, decoding included.",
-             "", "| dataset | method | params | step | images | update s | refit s | update / refit | grown image "
-             "AUROC / pixel AUROC / AUPRO | refit image AUROC / pixel AUROC / AUPRO | largest gap | threads |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "per step, against a fit on all images seen so far; CPU seconds of the process, decoding included; in "
+             "brackets the part spent on decoding and the backbone (rows measured before the split have none). "
+             "`extraction / refit`: the update's extraction alone over the refit, what `update / refit` would be if "
+             "merging the bank cost nothing.",
+             "", "| dataset | method | params | step | images | update s (extraction) | refit s (extraction) | "
+             "update / refit | extraction / refit | grown image AUROC / pixel AUROC / AUPRO | refit image AUROC / "
+             "pixel AUROC / AUPRO | largest gap | threads |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         params = " ".join(f"{k}={v}" for k, v in r["params"].items())
         grown = " / ".join(f"{r['grown'][k]:.3f}" for k in METRICS)
         if "refit" in r:
             refit = " / ".join(f"{r['refit'][k]:.3f}" for k in METRICS)
             gap = f"{max(abs(r['grown'][k] - r['refit'][k]) for k in METRICS):.4f}"
-            ratio = r["grown_seconds"] / r["refit_seconds"]
-            timing = f"{r['grown_seconds']:.1f} | {r['refit_seconds']:.1f} | {ratio:.2f}"
+            floor = (f"{r['grown_extract_seconds'] / r['refit_seconds']:.2f}" if "grown_extract_seconds" in r
+                     else "–")
+            timing = (f"{seconds(r, 'grown')} | {seconds(r, 'refit')} | "
+                      f"{r['grown_seconds'] / r['refit_seconds']:.2f} | {floor}")
         else:
-            refit, gap, timing = "–", "–", f"(fit {r['grown_seconds']:.1f}) | – | –"
+            refit, gap, timing = "–", "–", f"(fit {seconds(r, 'grown')}) | – | – | –"
         lines.append(f"| {r['dataset']} | {r['method']} | {params} | {r['step']} | {r['images']} | {timing} | "
                      f"{grown} | {refit} | {gap} | {r['threads']} |")
     (out / "update.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def seconds(row: dict, model: str) -> str:
+    """``model``'s (grown or refit) CPU seconds, and its extraction's in brackets when measured."""
+    extraction = row.get(f"{model}_extract_seconds")
+    return f"{row[f'{model}_seconds']:.1f}" + ("" if extraction is None else f" ({extraction:.1f})")
 
 
 def main() -> None:
