@@ -7,14 +7,19 @@ Two parts, each one command, each configuration in its own process (so peak RSS 
   written once under ``--work`` in the MVTec layout. Target (issue 20): tiled image AUROC ≥ 0.95 where the
   resize to 256 px is ≤ 0.75.
 * ``dataset --data FOLDER``: a real dataset (bottle: 900 px) tiled against resized.
+* ``aspect --data FOLDER [--shots K]``: frames of many shapes (Magnetic Tile) letterboxed, their aspect ratio
+  kept (``--keep-aspect``), against today's squash to a square; ``--shots`` fits both on the same seeded subset of
+  the good training images.
 
 Columns: image AUROC, pixel AUROC and AUPRO on maps at each image's original resolution (a resized model's
-maps are upsampled to it, bilinear), the recall of defective images at a 5 % false-alarm rate of the good test
+maps are resized to it, bilinear; images of different sizes are pooled pixel by pixel), the recall of defective
+images at a 5 % false-alarm rate of the good test
 images (threshold: their 95th percentile score), fit seconds, images/s of predict (decoding included) and the
 process's peak RSS.
 
     python benchmarks/tiling.py synthetic --threads 1
     python benchmarks/tiling.py dataset --data path/to/mvtec_ad/bottle --threads 1
+    python benchmarks/tiling.py aspect --data path/to/mtd/magnetic_tile --shots 250 --threads 1
     python benchmarks/tiling.py one --data FOLDER --tile 256 --overlap 32     # one row (what the parts run)
 """
 
@@ -32,8 +37,10 @@ import torch
 from PIL import Image
 
 from lineguard import create
-from lineguard.evaluation import evaluate_detector, load_masks
+from lineguard.evaluation import evaluate_detector, masks_for
 from lineguard.io.datasets import load_dataset
+from lineguard.io.images import image_size as image_size_of
+from lineguard.letterbox import letterboxed
 from lineguard.metrics import evaluate
 from lineguard.scoring.maps import resize_maps
 from lineguard.synthetic import make_sheets
@@ -61,24 +68,33 @@ def write_sheets(root: Path) -> Path:
     return root
 
 
-def one(data: Path, method: str, tile: int | None, overlap: int, image_size: int, out: Path) -> None:
+def mode_name(tile: int | None, overlap: int, image_size: int, keep_aspect: bool, shots: int | None) -> str:
+    mode = (f"tiles {tile} px, overlap {overlap}" if tile else
+            f"{'letterboxed' if keep_aspect else 'resized'} to {image_size} px")
+    return mode + (f", {shots} good train images (seed 0)" if shots else "")
+
+
+def one(data: Path, method: str, tile: int | None, overlap: int, image_size: int, out: Path, keep_aspect: bool = False,
+        shots: int | None = None) -> None:
     """Fit and score one configuration; append its row (none when its row is on file)."""
-    mode = f"tiles {tile} px, overlap {overlap}" if tile else f"resized to {image_size} px"
+    mode = mode_name(tile, overlap, image_size, keep_aspect, shots)
     path = out / "tiling.jsonl"
     done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     if any((r["dataset"], r["method"], r["mode"]) == (data.name, method, mode) for r in done):
         return
     dataset = load_dataset(data)
-    detector = tiled(create(method, image_size=image_size), tile, overlap)
-    result = evaluate_detector(detector, dataset, image_size=detector.image_size)
+    detector = letterboxed(tiled(create(method, image_size=image_size), tile, overlap), keep_aspect)
+    result = evaluate_detector(detector, dataset, image_size=detector.image_size, shots=shots)
     labels = torch.tensor([s.label for s in result.samples])
-    original = Image.open(result.samples[0].path).size[::-1]  # (H, W): one size per dataset here
-    maps = resize_maps(result.prediction.maps, original)
-    masks = load_masks(result.samples, original, dataset.mask_threshold)
-    metrics = evaluate(labels, result.prediction.scores, masks, maps)
+    originals = [image_size_of(s.path) for s in result.samples]  # (H, W) each
+    maps = [resize_maps(m[None], shape)[0] for m, shape in zip(result.prediction.maps, originals, strict=True)]
+    metrics = evaluate(labels, result.prediction.scores, masks_for(result.samples, maps, dataset.mask_threshold),
+                       maps)
     scores = result.prediction.scores
     threshold = torch.quantile(scores[labels == 0], 1 - FALSE_ALARM_RATE)
-    row = {"dataset": dataset.name, "method": method, "mode": mode, "original": list(original),
+    shapes = sorted(set(originals))
+    row = {"dataset": dataset.name, "method": method, "mode": mode,
+           "original": list(shapes[0]) if len(shapes) == 1 else f"{len(shapes)} sizes",
            "threads": torch.get_num_threads(),
            **{k: round(float(metrics[k]), 4) for k in METRICS},
            f"recall_at_{FALSE_ALARM_RATE:g}_false_alarms": round(float((scores[labels == 1] > threshold).float()
@@ -90,13 +106,14 @@ def one(data: Path, method: str, tile: int | None, overlap: int, image_size: int
         f.write(json.dumps(row) + "\n")
 
 
-def compare(data: Path, method: str, tile: int, overlap: int, image_size: int, threads: int | None,
-            out: Path) -> None:
-    """The resized and the tiled configuration, each in its own process."""
+def compare(data: Path, method: str, image_size: int, threads: int | None, out: Path, variant: list[str],
+            shots: int | None = None) -> None:
+    """The resized configuration and ``variant`` (tiled, or letterboxed), each in its own process."""
     base = [sys.executable, __file__, "one", "--data", str(data), "--method", method, "--image-size",
-            str(image_size), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
+            str(image_size), "--out", str(out)] + (["--threads", str(threads)] if threads else []) + \
+        (["--shots", str(shots)] if shots else [])
     subprocess.run(base, check=True)
-    subprocess.run([*base, "--tile", str(tile), "--overlap", str(overlap)], check=True)
+    subprocess.run([*base, *variant], check=True)
     table(out)
 
 
@@ -108,7 +125,8 @@ def table(out: Path) -> None:
              "| dataset | original H × W | method | mode | image AUROC | pixel AUROC | AUPRO | recall @ 5 % FA | "
              "fit s | images/s | peak RSS MB | threads |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['original'][0]} × {r['original'][1]} | {r['method']} | {r['mode']} | "
+        original = r["original"] if isinstance(r["original"], str) else " × ".join(map(str, r["original"]))
+        lines.append(f"| {r['dataset']} | {original} | {r['method']} | {r['mode']} | "
                      f"{r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | {r[recall]:.3f} | "
                      f"{r['fit_seconds']:.1f} | {r['images_per_second']:.2f} | {r['peak_rss_mb']} | "
                      f"{r['threads']} |")
@@ -118,7 +136,7 @@ def table(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["synthetic", "dataset", "one"])
+    parser.add_argument("part", choices=["synthetic", "dataset", "aspect", "one"])
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--data", type=Path, help="dataset folder (dataset, one)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lineguard-sheets",
@@ -127,18 +145,23 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=256, help="working size (of each tile when tiled)")
+    parser.add_argument("--keep-aspect", action="store_true", help="letterbox each image (one)")
+    parser.add_argument("--shots", type=int, help="fit on this many good training images, drawn with seed 0")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.part == "one":
-        one(args.data, args.method, args.tile, args.overlap if args.tile else 0, args.image_size, args.out)
+        one(args.data, args.method, args.tile, args.overlap if args.tile else 0, args.image_size, args.out,
+            args.keep_aspect, args.shots)
         return
     data = write_sheets(args.work) if args.part == "synthetic" else args.data
     if data is None:
-        parser.error("dataset needs --data")
-    compare(data, args.method, args.tile or 256, args.overlap, args.image_size, args.threads, args.out)
+        parser.error(f"{args.part} needs --data")
+    variant = ["--keep-aspect"] if args.part == "aspect" else ["--tile", str(args.tile or 256), "--overlap",
+                                                               str(args.overlap)]
+    compare(data, args.method, args.image_size, args.threads, args.out, variant, args.shots)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 One function serves ``lineguard evaluate``, the benchmark runner and the demo, so every number comes from
 the same code: image AUROC, pixel AUROC and AUPRO on maps at the detector's working resolution (masks are
-resized to it, as anomalib and MuSc do; a tiled detector's maps are at the images' own resolution), fit
+resized to it, as anomalib and MuSc do; a tiled or letterboxed detector's maps are at the images' own
+resolution, which may differ from image to image), fit
 seconds, images per second and peak resident memory.
 """
 
@@ -48,6 +49,15 @@ def load_masks(samples: list[Sample], size: int | tuple[int, int], threshold: in
     return masks
 
 
+def masks_for(samples: list[Sample], maps: Tensor | list[Tensor], threshold: int) -> Tensor | list[Tensor]:
+    """Ground truth at the maps' resolution: (N, H, W) for maps (N, H, W); for a list of maps of images' own
+    sizes (tiled, letterboxed), one (H_i, W_i) mask each."""
+    if isinstance(maps, Tensor):
+        return load_masks(samples, tuple(maps.shape[-2:]), threshold)
+    return [load_masks([sample], tuple(values.shape), threshold)[0] for sample, values in zip(samples, maps,
+                                                                                            strict=True)]
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -63,7 +73,7 @@ class EvaluationResult:
     n_support: int
     samples: list[Sample]
     prediction: Prediction
-    masks: Tensor  # (N, H, W) bool ground truth at the maps' resolution
+    masks: Tensor | list[Tensor]  # (N, H, W) bool ground truth at the maps' resolution, or (H_i, W_i) each
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
@@ -92,10 +102,7 @@ def evaluate_detector(detector: Detector, dataset: Dataset, *, image_size: int |
     by_path = {s.path: s for s in dataset.test}
     samples = [by_path[p] for p in test.loaded]
     labels = torch.tensor([s.label for s in samples])
-    if not isinstance(prediction.maps, Tensor):
-        raise ParameterError(f"{dataset.root}: the test images differ in size; a tiled evaluation needs images of "
-                             "one size (metrics are computed over all maps together)")
-    masks = load_masks(samples, tuple(prediction.maps.shape[-2:]), dataset.mask_threshold)
+    masks = masks_for(samples, prediction.maps, dataset.mask_threshold)
     metrics = compute_metrics(labels, prediction.scores, masks, prediction.maps)
     return EvaluationResult(metrics={k: float(v) for k, v in metrics.items()}, fit_seconds=fit_seconds,
                             predict_seconds=predict_seconds,

@@ -39,6 +39,8 @@ class Interval:
     odd: bool = False
 
     def allows(self, value: Any) -> bool:
+        if not isinstance(value, int | float):
+            return False
         if (self.kind is int or self.odd) and not float(value).is_integer() or self.odd and value % 2 == 0:
             return False
         low_ok = self.low is None or (value >= self.low if self.closed in ("both", "left") else value > self.low)
@@ -92,7 +94,7 @@ class Each:
     constraint: Interval | Options
 
     def allows(self, value: Any) -> bool:
-        return all(self.constraint.allows(item) for item in value)
+        return isinstance(value, list | tuple) and all(self.constraint.allows(item) for item in value)
 
     def __str__(self) -> str:
         return f"a list of values each {self.constraint}"

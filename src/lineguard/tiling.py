@@ -14,10 +14,8 @@ Letters: N images, H × W an image's own size, T the tile side, O the overlap, S
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +25,8 @@ from lineguard.errors import LineguardError
 from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches
 from lineguard.methods.grid import GridDetector
+from lineguard.native import NativeSizeDetector, TiledPrediction, gathered
 from lineguard.scoring.maps import resize_maps
-from lineguard.scoring.threshold import Thresholds
 
 TILING_FILE = "tiling.json"
 MIN_TILE = 16  # px: below this a tile is upsampled many times to the working size and its features are blur
@@ -79,20 +77,12 @@ class Tiling:
         return ramp(height)[:, None] * ramp(width)[None]
 
 
-@dataclass
-class TiledPrediction:
-    """Scores (N,) and maps of images of different sizes: one (H_i, W_i) map each."""
-
-    scores: Tensor
-    maps: list[Tensor]
-
-
-class TiledDetector:
+class TiledDetector(NativeSizeDetector):
     """A patch-feature detector applied tile by tile: fit, update, predict, calibrate and save as a detector
     does, with images read at their own size (``image_size`` None) and maps at it."""
 
-    image_size = None  # the pipeline reads images at their native size
-    array_input = False  # it takes tensors, as the detector it wraps
+    settings_file = TILING_FILE
+    wrapping = "tiled (--tile)"
 
     def __init__(self, detector: Detector, tiling: Tiling):
         if not isinstance(detector, GridDetector):
@@ -100,15 +90,18 @@ class TiledDetector:
                               "on a grid can (patchcore, fewshot, knn, spade, padim, ...)")
         if not detector.uses_normal_images:
             raise TilingError(f"{detector.name} scores a batch against itself and cannot be tiled")
-        self.detector = detector
+        if not isinstance(detector.image_size, int):
+            raise TilingError(f"tiles are square: give the working size of a tile as one number, got image_size="
+                              f"{detector.image_size!r}")
+        super().__init__(detector)
         self.tiling = tiling
 
-    name = property(lambda self: self.detector.name)
-    uses_normal_images = property(lambda self: self.detector.uses_normal_images)
-    thresholds = property(lambda self: self.detector.thresholds)
+    def settings(self) -> dict[str, Any]:
+        return asdict(self.tiling)
 
-    def get_params(self) -> dict[str, Any]:
-        return {**self.detector.get_params(), **asdict(self.tiling)}
+    @classmethod
+    def from_settings(cls, detector: Detector, settings: dict[str, Any]) -> TiledDetector:
+        return cls(detector, Tiling(int(settings["tile"]), int(settings.get("overlap", 0))))
 
     def _tiles(self, image: Tensor) -> Iterator[tuple[tuple[slice, slice], Tensor]]:
         """(3, H, W) -> each tile's box and the tile at the working size (3, S, S)."""
@@ -116,30 +109,13 @@ class TiledDetector:
         for box in self.tiling.boxes(*image.shape[-2:]):
             yield box, fit_size(image[:, box[0], box[1]][None], size)[0]
 
-    def _tile_batches(self, images: ImageInput, counted: list[int]) -> Iterator[Tensor]:
-        """(B, 3, S, S) batches of the tiles of all ``images``; ``counted`` gets the number of images."""
-        pending: list[Tensor] = []
-        for batch in as_batches(images, self.detector.batch_size):
-            for image in batch:
-                counted[0] += 1
-                pending += [tile for _, tile in self._tiles(image.float())]
-                while len(pending) >= self.detector.batch_size:
-                    yield torch.stack(pending[:self.detector.batch_size])
-                    pending = pending[self.detector.batch_size:]
-        if pending:
-            yield torch.stack(pending)
-
-    def fit(self, images: ImageInput) -> TiledDetector:
-        self.detector.fit(self._tile_batches(images, [0]))
-        return self
-
-    def check_growable(self) -> None:
-        self.detector.check_growable()
+    def inputs(self, image: Tensor) -> Iterator[Tensor]:
+        return (tile for _, tile in self._tiles(image))
 
     def update(self, images: ImageInput) -> TiledDetector:
         """``Detector.update`` with the images' tiles; the history counts images, and their tiles."""
         counted = [0]
-        self.detector.update(self._tile_batches(images, counted))
+        self.detector.update(self.input_batches(images, counted))
         last = self.detector.updates_[-1]
         last.update(tiles=last["images"], images=counted[0])
         return self
@@ -156,9 +132,7 @@ class TiledDetector:
                 maps.append(stitched)
         if not scores:
             raise NoImagesError(f"{self.name}: predict needs at least one image")
-        if len({m.shape for m in maps}) == 1:
-            return Prediction(torch.stack(scores), torch.stack(maps))
-        return TiledPrediction(torch.stack(scores), maps)
+        return gathered(scores, maps)
 
     def _predict_one(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """(3, H, W) -> its score (the highest tile score) and (H, W) map (the tiles' maps blended)."""
@@ -177,23 +151,6 @@ class TiledDetector:
                 weight[rows, columns] += window
         return best, total / weight
 
-    def calibrate(self, prediction: Prediction | TiledPrediction, **rule: Any) -> TiledDetector:
-        """``Detector.calibrate`` (the pixel threshold comes from each map's maximum, which maps of any size
-        have)."""
-        maxima = torch.stack([m.max() for m in prediction.maps])[:, None, None]  # (N, 1, 1)
-        self.detector.calibrate(Prediction(prediction.scores, maxima), **rule)
-        return self
-
-    def set_thresholds(self, thresholds: Thresholds) -> TiledDetector:
-        self.detector.set_thresholds(thresholds)
-        return self
-
-    def save(self, folder: str | Path) -> Path:
-        """The detector's folder, plus ``tiling.json`` so that loading it tiles again."""
-        folder = self.detector.save(folder)
-        (Path(folder) / TILING_FILE).write_text(json.dumps(asdict(self.tiling)))
-        return folder
-
 
 def tiled(detector: Detector, tile: int | None, overlap: int = 0) -> Detector | TiledDetector:
     """``detector`` tiled with ``tile`` px tiles (None: as it is)."""
@@ -202,18 +159,3 @@ def tiled(detector: Detector, tile: int | None, overlap: int = 0) -> Detector | 
             raise TilingError(f"overlap={overlap} needs a tile size (--tile)")
         return detector
     return TiledDetector(detector, Tiling(tile, overlap))
-
-
-def read_tiling(folder: Path, detector: Detector) -> Detector | TiledDetector:
-    """``detector`` loaded from ``folder``, tiled as its ``tiling.json`` says (as it is without one)."""
-    from lineguard.methods.model_folder import ModelFolderError
-
-    path = folder / TILING_FILE
-    if not path.is_file():
-        return detector
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-        return TiledDetector(detector, Tiling(int(settings["tile"]), int(settings.get("overlap", 0))))
-    except (ValueError, TypeError, KeyError) as exc:  # TilingError is a ValueError
-        raise ModelFolderError(f"{path}: not a tiling file ({exc})") from None
-

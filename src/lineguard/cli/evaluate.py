@@ -14,8 +14,9 @@ from rich.table import Table
 
 from lineguard.cli.app import app, console, out, report_failures, warn
 from lineguard import DEFAULT_METHOD
-from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, ImageSizeOpt, MethodOpt,
-                                   OverlapOpt, ParamOpt, SeedOpt, ShotsOpt, TileOpt, WeightsOpt, build_detector)
+from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, ImageSizeOpt, KeepAspectOpt,
+                                   MethodOpt, OverlapOpt, ParamOpt, SeedOpt, ShotsOpt, TileOpt, WeightsOpt,
+                                   build_detector)
 
 
 def print_result(result, title: str) -> None:
@@ -34,6 +35,7 @@ def evaluate(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., backbone: 
              shots: ShotsOpt = None, seed: SeedOpt = 0, image_size: ImageSizeOpt = None,
              weights: WeightsOpt = None, device: DeviceOpt = None, param: ParamOpt = None,
              batch_size: BatchSizeOpt = 16, tile: TileOpt = None, overlap: OverlapOpt = 0,
+             keep_aspect: KeepAspectOpt = False,
              json_path: Annotated[Path | None, typer.Option("--json", help="Write metrics as JSON.")] = None,
              report: Annotated[Path | None, typer.Option(help="Write an HTML report into this folder.")] = None
              ) -> None:
@@ -42,7 +44,7 @@ def evaluate(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., backbone: 
     from lineguard.io.datasets import load_dataset
 
     detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights, device=device,
-                              seed=seed, params=param, tile=tile, overlap=overlap)
+                              seed=seed, params=param, tile=tile, overlap=overlap, keep_aspect=keep_aspect)
     dataset = load_dataset(data)
     result = evaluate_detector(detector, dataset, image_size=detector.image_size, shots=shots, seed=seed,
                                batch_size=batch_size)

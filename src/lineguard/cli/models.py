@@ -11,8 +11,9 @@ import typer
 
 from lineguard.cli.app import app, out, report_failures, warn
 from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DataOpt, DeviceOpt, FalseAlarmOpt, ImageSizeOpt,
-                                   MethodOpt, OutOpt, OverlapOpt, ParamOpt, RayAddressOpt, RayOpt, RuleOpt, SeedOpt,
-                                   ShotsOpt, TileOpt, WeightsOpt, WorkersOpt, build_detector, cluster_of)
+                                   KeepAspectOpt, MethodOpt, OutOpt, OverlapOpt, ParamOpt, RayAddressOpt, RayOpt,
+                                   RuleOpt, SeedOpt, ShotsOpt, TileOpt, WeightsOpt, WorkersOpt, build_detector,
+                                   cluster_of)
 from lineguard.errors import ParameterError
 from lineguard import DEFAULT_METHOD
 from lineguard.scoring.threshold import DEFAULT_RULE, RULES, CalibrationError, Thresholds
@@ -29,6 +30,7 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: OutOpt
         backbone: BackboneOpt = None, shots: ShotsOpt = None, seed: SeedOpt = 0, image_size: ImageSizeOpt = None,
         weights: WeightsOpt = None, device: DeviceOpt = None, param: ParamOpt = None,
         batch_size: BatchSizeOpt = 16, tile: TileOpt = None, overlap: OverlapOpt = 0,
+        keep_aspect: KeepAspectOpt = False,
         calibrate: Annotated[str, typer.Option(help="Threshold rule on held-out good images: t3sigma, "
                                                     "mu3sigma, mad, quantile, or none.")] = DEFAULT_RULE,
         false_alarm_rate: FalseAlarmOpt = 0.01,
@@ -42,7 +44,7 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: OutOpt
     from lineguard.io.datasets import load_dataset
 
     detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights, device=device,
-                              seed=seed, params=param, tile=tile, overlap=overlap)
+                              seed=seed, params=param, tile=tile, overlap=overlap, keep_aspect=keep_aspect)
     if not detector.uses_normal_images:
         raise ParameterError(f"{method} learns nothing from normal images: score a batch with `lineguard predict "
                              f"--method {method} IMAGES --out RESULTS`")
@@ -55,8 +57,9 @@ def fit(method: MethodOpt = DEFAULT_METHOD, data: DataOpt = ..., out_dir: OutOpt
         dataset = replace(dataset, train=[s for s in dataset.train if s.path not in set(held_out)])
     support = select_support(dataset, shots, seed)
     cluster = cluster_of(ray, ray_address, workers)
-    if cluster is not None and tile is not None:
-        raise ParameterError("--tile with --ray is not supported: fit tiled models on one machine")
+    if cluster is not None and (tile is not None or keep_aspect):
+        raise ParameterError(f"{'--tile' if tile else '--keep-aspect'} with --ray is not supported: fit "
+                             f"{'tiled' if tile else 'letterboxed'} models on one machine")
     if cluster is None:
         batches = ImageBatches(support, size=detector.image_size, batch_size=batch_size)
         detector.fit(batches.require_readable(f"fit on {data}"))

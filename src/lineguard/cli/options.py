@@ -45,6 +45,18 @@ def _runtime(value: str | None) -> str | None:
     return value
 
 
+def _image_size(value: str | None) -> int | tuple[int, int] | None:
+    """``--image-size``: S (square) or HxW, whole numbers of at least 1 pixel."""
+    if value is None:
+        return None
+    parts = value.lower().replace(",", "x").split("x")
+    if len(parts) > 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ParameterError(f"--image-size must be S or HxW in whole pixels of at least 1 (256, 256x512), "
+                             f"got {value!r}")
+    sizes = [int(p) for p in parts]
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
 def _positive_mad_factor(value: float) -> float:
     """Checked as the options are read, so a bad value fails before any image is scored."""
     if not value > 0:
@@ -55,7 +67,13 @@ def _positive_mad_factor(value: float) -> float:
 MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method name (see `lineguard methods`).")]
 BackboneOpt = Annotated[str | None, typer.Option(help=f"Backbone (default: the method's, mostly {DEFAULT_BACKBONE}).")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter KEY=VALUE (repeatable).")]
-ImageSizeOpt = Annotated[int | None, typer.Option(help="Working resolution in pixels (default 256).")]
+ImageSizeOpt = Annotated[str | None, typer.Option(callback=_image_size, metavar="S|HxW",
+                                                  help="Working resolution in pixels: S (S × S) or HxW, e.g. "
+                                                       "256x512 (default 256).")]
+KeepAspectOpt = Annotated[bool, typer.Option("--keep-aspect", help="Letterbox: resize each image with its aspect "
+                                                                   "ratio kept to fit the working size and pad "
+                                                                   "the rest (maps cropped back; saved with the "
+                                                                   "model), instead of squashing it.")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Backbone weight file (skips cache and hub).")]
 DeviceOpt = Annotated[str | None, typer.Option(callback=_device, help="cpu or cuda.")]
 TrainingDeviceOpt = Annotated[str, typer.Option(callback=_device, help="cpu, cuda, or auto (CUDA when present).")]
@@ -104,7 +122,7 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def parameters(accepted: list[str], owner: str, *, backbone: str | None, image_size: int | None,
+def parameters(accepted: list[str], owner: str, *, backbone: str | None, image_size: int | tuple[int, int] | None,
                weights: Path | None, device: str | None, seed: int | None, params: list[str] | None,
                **others: Any) -> dict[str, Any]:
     """The keyword arguments of a constructor taking ``accepted``: ``--param`` values, then the common options
@@ -128,15 +146,19 @@ def cluster_of(ray: bool, address: str | None, workers: int, gpus_per_worker: fl
     return Cluster(address, workers, gpus_per_worker) if ray or address else None
 
 
-def build_detector(method: str, *, backbone: str | None, image_size: int | None, weights: Path | None,
-                   device: str | None, seed: int | None, params: list[str] | None, tile: int | None = None,
-                   overlap: int = 0):
+def build_detector(method: str, *, backbone: str | None, image_size: int | tuple[int, int] | None,
+                   weights: Path | None, device: str | None, seed: int | None, params: list[str] | None,
+                   tile: int | None = None, overlap: int = 0, keep_aspect: bool = False):
     """Create ``method`` from the common options plus ``--param`` values (checked when it starts work), tiled
-    when ``tile`` is given."""
+    when ``tile`` is given, letterboxed with ``keep_aspect``."""
+    from lineguard.letterbox import letterboxed
     from lineguard.methods import create, method_class
     from lineguard.tiling import tiled
 
+    if tile is not None and keep_aspect:
+        raise ParameterError("--keep-aspect does not go with --tile: tiles are cut from the image at its own "
+                             "size, so its aspect ratio is kept already")
     accepted = method_class(method).param_names()
-    return tiled(create(method, **parameters(accepted, f"method {method!r}", backbone=backbone,
-                                             image_size=image_size, weights=weights, device=device, seed=seed,
-                                             params=params)), tile, overlap)
+    detector = create(method, **parameters(accepted, f"method {method!r}", backbone=backbone, image_size=image_size,
+                                           weights=weights, device=device, seed=seed, params=params))
+    return letterboxed(tiled(detector, tile, overlap), keep_aspect)

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from lineguard.cli.app import app, console, out, report_failures, warn
-from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DeviceOpt, GpusOpt, ImageSizeOpt, MadFactorOpt,
+from lineguard.cli.options import (BackboneOpt, BatchSizeOpt, DeviceOpt, GpusOpt, ImageSizeOpt, KeepAspectOpt,
+                                   MadFactorOpt,
                                    ParamOpt, RayAddressOpt, RayOpt, RuntimeOpt, SeedOpt, WeightsOpt, WorkersOpt,
                                    build_detector, cluster_of)
 from lineguard.cli.results import note_damaged, write_store_report
@@ -25,8 +26,9 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR or EXP
                                                              "folders.")],
             out_dir: Annotated[Path, typer.Option("--out", help="Results folder (resumable).")],
             method: Annotated[str | None, typer.Option("--method", "-m", help="A test-batch method: no model.")] = None,
-            backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, weights: WeightsOpt = None,
-            device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None, batch_size: BatchSizeOpt = 16,
+            backbone: BackboneOpt = None, image_size: ImageSizeOpt = None, keep_aspect: KeepAspectOpt = False,
+            weights: WeightsOpt = None, device: DeviceOpt = None, seed: SeedOpt = 0, param: ParamOpt = None,
+            batch_size: BatchSizeOpt = 16,
             mad_factor: MadFactorOpt = 3.0, runtime: RuntimeOpt = None,
             batch_by: Annotated[str | None, typer.Option(help="Test-batch methods: independent batches, one per "
                                                               "'folder' or per COUNT images, each in its own "
@@ -48,7 +50,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR or EXP
     by = None if batch_by is None else parse_batch_by(batch_by)
     if method:
         detector = build_detector(method, backbone=backbone, image_size=image_size, weights=weights,
-                                  device=device, seed=seed, params=param)
+                                  device=device, seed=seed, params=param, keep_aspect=keep_aspect)
         if detector.uses_normal_images:
             raise ParameterError(f"{method} needs normal images: run `lineguard fit` and pass the model folder")
     elif len(inputs) < 2:

@@ -18,23 +18,27 @@ from lineguard.export.graphs import (Features, buffer, dims, gather_rows, graph_
                                      with_affine_batch_norms)
 from lineguard.export.search import BlockedBank, block_rows
 from lineguard.features.lighting import match_lighting
+from lineguard.io.images import ImageSize, size_hw
 from lineguard.features.patches import flatten_patches, patch_features, reduce_channels
 from lineguard.methods.base import Detector
 from lineguard.scoring.image import max_score, reweight
 from lineguard.scoring.maps import anomaly_maps
 
 
-def patches_per_image(features: Features, image_size: int) -> int:
+def patches_per_image(features: Features, image_size: ImageSize) -> int:
     """P of the patch grid, which lies on the first (finest) chosen level's grid."""
-    return (image_size // features.backbone.levels[0].stride) ** 2
+    stride = features.backbone.levels[0].stride
+    height, width = size_hw(image_size)
+    return (height // stride) * (width // stride)
 
 
 class MapHead(nn.Module):
-    """(N, h, w) grid scores -> (N, S, S) maps, upsampled and blurred as ``scoring.maps.anomaly_maps``."""
+    """(N, h, w) grid scores -> (N, H, W) maps at the working size, upsampled and blurred as
+    ``scoring.maps.anomaly_maps``."""
 
     def __init__(self, detector: Detector):
         super().__init__()
-        self.size, self.sigma = (detector.image_size, detector.image_size), detector.sigma
+        self.size, self.sigma = size_hw(detector.image_size), detector.sigma
 
     def forward(self, grid_scores: Tensor) -> Tensor:
         return anomaly_maps(grid_scores, self.size, self.sigma)

@@ -26,11 +26,13 @@ from torch import nn
 
 from lineguard import __version__
 from lineguard.errors import ParameterError
-from lineguard.export.graphs import scoring_graph
+from lineguard.export.graphs import NotExportableError, scoring_graph
 from lineguard.export.search import BlockedBank
 from lineguard.export.spec import EXTERNAL_DATA_FILE, FORMATS, INPUT_NAME, OUTPUT_NAMES, ExportSpec
 from lineguard.extras import require
+from lineguard.io.images import ImageSize, size_hw
 from lineguard.methods.base import Detector
+from lineguard.native import NativeSizeDetector
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1 << 30  # weights above this go to model.onnx.data (protobuf's limit is 2 GB)
@@ -46,6 +48,11 @@ def export_detector(detector: Detector, folder: str | Path, *, format: str = "on
     """
     if format not in FORMATS:
         raise ParameterError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if isinstance(detector, NativeSizeDetector):
+        raise NotExportableError(f"cannot export a {detector.wrapping} model: the graph takes images at the "
+                                 "working size, and cutting an image up or padding it and mapping the maps back "
+                                 "to it happen outside the graph; export a model fitted without it (a non-square "
+                                 "working size, --image-size HxW, exports)")
     graph = scoring_graph(detector)
     details = {"opset": OPSET, "exporter": "torch.onnx TorchScript tracer", "torch": torch.__version__,
                "lineguard": __version__, **search_details(graph)}
@@ -69,10 +76,11 @@ def export_detector(detector: Detector, folder: str | Path, *, format: str = "on
     return folder
 
 
-def trace(graph: nn.Module, image_size: int, path: Path) -> None:
-    """Record ``graph`` on one example image and write it as ONNX, batch axis free."""
+def trace(graph: nn.Module, image_size: ImageSize, path: Path) -> None:
+    """Record ``graph`` on one example image at the working size (S × S or H × W) and write it as ONNX, batch
+    axis free."""
     device = next(iter(graph.buffers()), torch.empty(0)).device
-    example = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    example = torch.rand(1, 3, *size_hw(image_size), generator=torch.Generator().manual_seed(0)).to(device)
     free_batch = {INPUT_NAME: {0: "N"}, **{name: {0: "N"} for name in OUTPUT_NAMES}}
     with warnings.catch_warnings(), torch.no_grad():
         # Expected, and said once here rather than printed each export: the exporter is the deprecated one (see

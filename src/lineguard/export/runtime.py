@@ -30,7 +30,7 @@ import numpy as np
 from lineguard.errors import ParameterError
 from lineguard.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportFolderError, read_spec
 from lineguard.extras import MissingExtraError
-from lineguard.io.images import resize_array
+from lineguard.io.images import resize_array, size_hw
 from lineguard.scoring.threshold import Thresholds
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -78,7 +78,7 @@ class ExportedModel:
         return self.spec.method
 
     @property
-    def image_size(self) -> int:
+    def image_size(self) -> int | list[int]:
         return self.spec.image_size
 
     @property
@@ -102,9 +102,9 @@ class ExportedModel:
             batch_scores, batch_maps = self._run(batch)
             scores.append(batch_scores)
             maps.append(batch_maps)
-        size = self.image_size
         return ArrayPrediction(np.concatenate(scores) if scores else np.empty(0, np.float32),
-                               np.concatenate(maps) if maps else np.empty((0, size, size), np.float32))
+                               np.concatenate(maps) if maps else np.empty((0, *size_hw(self.image_size)),
+                                                                          np.float32))
 
     def _batches(self, images: Any) -> Iterator[np.ndarray]:
         """Contiguous float32 (≤ batch_size, 3, S, S) batches of ``images`` (an array or an iterable of them)."""
@@ -114,7 +114,7 @@ class ExportedModel:
             array = array[None] if array.ndim == 3 else array
             if array.ndim != 4 or array.shape[1] != 3:
                 raise ValueError(f"images must be (N, 3, H, W) floats in [0, 1], got shape {array.shape}")
-            if array.shape[-2:] != (self.image_size, self.image_size):
+            if array.shape[-2:] != size_hw(self.image_size):
                 array = resize_array(array, self.image_size)
             for start in range(0, len(array), self.batch_size):
                 yield np.ascontiguousarray(array[start:start + self.batch_size])

@@ -1,9 +1,10 @@
 """What an export folder holds, written down in ``export.json`` beside the graph (no PyTorch needed to read it).
 
-The graph takes ``images``, (N, 3, S, S) float32 RGB in [0, 1] at the working size S, and gives ``scores``
-(N,) and ``maps`` (N, S, S): raw scores, in the units of the model it came from. Everything a line needs to
-turn them into decisions is in the JSON: the thresholds and their centres (the normalised scale), the working
-size, the method and its parameters, and the input normalisation the graph applies itself (for readers only).
+The graph takes ``images``, (N, 3, H, W) float32 RGB in [0, 1] at the working size (S × S, or H × W), and
+gives ``scores`` (N,) and ``maps`` (N, H, W): raw scores, in the units of the model it came from. Everything a
+line needs to turn them into decisions is in the JSON: the thresholds and their centres (the normalised scale),
+the working size, the method and its parameters, and the input normalisation the graph applies itself
+(for readers only).
 
 Files: ``model.onnx`` (+ ``model.onnx.data`` when the weights are stored as external data) for format
 ``onnx``; ``model.xml`` + ``model.bin`` (OpenVINO IR) for format ``openvino``.
@@ -36,7 +37,7 @@ class ExportSpec:
 
     method: str
     params: dict[str, Any]
-    image_size: int
+    image_size: int | list[int]  # S (S × S) or [H, W]
     format: str
     graph: str  # file name of the graph, beside the JSON
     thresholds: dict[str, Any] | None  # lineguard.scoring.threshold.Thresholds fields, or None (scores only)

@@ -16,20 +16,20 @@ from torch import Tensor
 
 from lineguard.backbones import Backbone, create_backbone
 from lineguard.features.patches import patch_features
-from lineguard.io.images import resize
+from lineguard.io.images import ImageSize, resize, size_hw
 from lineguard.progress import track
 
 
-def fit_size(images: Tensor, size: int) -> Tensor:
-    """(B, 3, H, W) -> (B, 3, size, size); a no-op when already that size."""
-    return images if tuple(images.shape[-2:]) == (size, size) else resize(images, size)
+def fit_size(images: Tensor, size: ImageSize) -> Tensor:
+    """(B, 3, H, W) -> (B, 3, S, S), or (B, 3, h, w) for a size (h, w); a no-op when already that size."""
+    return images if tuple(images.shape[-2:]) == size_hw(size) else resize(images, size)
 
 
 class PatchExtractor:
     """(B, 3, H, W) images in [0, 1] -> (B, D, h, w) aggregated patch features."""
 
     def __init__(self, backbone: str, *, levels: Sequence[int] | None, weights: str | Path | None,
-                 device: str, image_size: int, patch_size: int = 3, reduce_dim: int | None = None,
+                 device: str, image_size: ImageSize, patch_size: int = 3, reduce_dim: int | None = None,
                  head: Callable[[Tensor], Tensor] | None = None):
         self.backbone_name = backbone
         self.levels = levels
@@ -77,7 +77,7 @@ class BackboneFeatures:
     levels: Sequence[int] | None
     weights: str | None
     device: str
-    image_size: int
+    image_size: ImageSize
     patch_size: int
 
     def feature_levels(self) -> Sequence[int] | None:

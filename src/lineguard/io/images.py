@@ -44,8 +44,9 @@ from lineguard.io.guard import DEFAULT_MAX_PIXELS, ImageError, Source, open_imag
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageError", "ImageWarning", "image_size", "list_images",
-           "load_batch", "read_image", "read_image_array", "read_mask", "resize", "resize_array", "resized_batch"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageError", "ImageSize", "ImageWarning", "image_size",
+           "list_images", "load_batch", "read_image", "read_image_array", "read_mask", "resize", "resize_array",
+           "resized_batch", "size_hw"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -168,7 +169,10 @@ def image_size(source: Source, *, max_pixels: int | None = None) -> tuple[int, i
         return _oriented_size(img)
 
 
-def _pixels(size: int | tuple[int, int]) -> tuple[int, int]:
+ImageSize = int | tuple[int, int]  # a working size: S (square) or (H, W); a JSON config gives [H, W]
+
+
+def size_hw(size: ImageSize | list[int]) -> tuple[int, int]:
     """``size`` (int: square) as (height, width), checked."""
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1:
@@ -182,7 +186,7 @@ def resize(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
     if image.dim() not in (3, 4):
         raise ValueError(f"resize expects (3, H, W) or (B, 3, H, W), got shape {tuple(image.shape)}")
-    height, width = _pixels(size)
+    height, width = size_hw(size)
     batch = image if image.dim() == 4 else image[None]  # (B, 3, H, W)
     in_height, in_width = batch.shape[-2:]
     if in_height * width > max(in_height * in_width, height * width):
@@ -199,16 +203,17 @@ def resize_array(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     each channel as a float image (antialiased like torch's ``antialias=True``, which was made to match it)."""
     if image.ndim not in (3, 4):
         raise ValueError(f"resize expects (3, H, W) or (B, 3, H, W), got shape {image.shape}")
-    height, width = _pixels(size)
+    height, width = size_hw(size)
     channels = np.asarray(image, dtype=np.float32).reshape(-1, *image.shape[-2:])  # (B·3, H, W)
     out = np.stack([np.asarray(Image.fromarray(c).resize((width, height), Image.Resampling.BILINEAR))
                     for c in channels])
     return out.reshape(*image.shape[:-2], height, width)
 
 
-def resized_batch(images: list[np.ndarray], size: int, *, arrays: bool) -> np.ndarray | torch.Tensor:
-    """Decoded (3, H_i, W_i) arrays -> one (N, 3, S, S) batch for a scorer: numpy, resized by Pillow, for one
-    that takes arrays (an export, no PyTorch); else a tensor resized by PyTorch, as a detector's own images."""
+def resized_batch(images: list[np.ndarray], size: ImageSize, *, arrays: bool) -> np.ndarray | torch.Tensor:
+    """Decoded (3, H_i, W_i) arrays -> one (N, 3, H, W) batch at the working size for a scorer: numpy, resized by
+    Pillow, for one that takes arrays (an export, no PyTorch); else a tensor resized by PyTorch, as a detector's
+    own images."""
     if arrays:
         return np.stack([resize_array(image, size) for image in images])
     import torch
@@ -254,7 +259,7 @@ def load_batch(
     """
     import torch
 
-    height, width = _pixels(size)
+    height, width = size_hw(size)
     images: list[torch.Tensor] = []
     ok: list[Path] = []
     failed: list[tuple[Path, str]] = []

@@ -25,7 +25,7 @@ from torch import Tensor
 from lineguard.errors import LineguardError, ParameterError
 from lineguard.methods import model_folder
 from lineguard.methods.model_folder import THRESHOLD_STATE
-from lineguard.params import POSITIVE, Constraints, Interval, check_names, check_params, param_names
+from lineguard.params import POSITIVE, Constraints, Each, Interval, check_names, check_params, param_names
 from lineguard.scoring.threshold import DEFAULT_RULE, NotCalibratedError, Thresholds
 from lineguard.scoring.threshold import calibrate as calibrate_thresholds
 
@@ -62,11 +62,11 @@ class Detector(ABC):
     the public ``fit`` and ``predict`` check the parameters and the fitted state first."""
 
     name: ClassVar[str]
-    image_size: int  # the working resolution: maps come at image_size × image_size
+    image_size: int | tuple[int, int]  # the working resolution S (S × S) or (H, W): maps come at it
     #: Allowed values of parameters, by name (a class's own are merged over its bases'; names a class does not
     #: take are ignored). Types come from the constructor's annotations.
     parameter_constraints: ClassVar[Constraints] = {
-        "image_size": [POSITIVE], "batch_size": [POSITIVE], "sigma": [Interval(float, 0, None)],
+        "image_size": [POSITIVE, Each(POSITIVE)], "batch_size": [POSITIVE], "sigma": [Interval(float, 0, None)],
         "patch_size": [Interval(int, 1, None, odd=True)]}
     #: False for test-batch (zero-data) methods: they score the batch given to ``predict`` against itself.
     uses_normal_images: ClassVar[bool] = True
@@ -265,7 +265,7 @@ def create(name: str, **params: Any) -> Detector:
 
 def load(folder: str | Path) -> Detector:
     """Load a detector saved with :meth:`Detector.save`: safetensors + JSON, from inside ``folder`` only,
-    every part checked (:mod:`lineguard.methods.model_folder`); tiled again if it was saved tiled."""
+    every part checked (:mod:`lineguard.methods.model_folder`); tiled or letterboxed again if it was saved so."""
     folder = Path(folder)
     method, params, state = model_folder.read_config(folder)
     where = folder / model_folder.CONFIG_FILE
@@ -279,9 +279,9 @@ def load(folder: str | Path) -> Detector:
     tensors = model_folder.read_tensors(folder)
     model_folder.check_state(cls, tensors, state, folder)
     detector._restore(tensors, state)
-    from lineguard.tiling import read_tiling  # tiling wraps detectors: imported late
+    from lineguard.native import read_wrapper  # tiles and letterbox wrap detectors: imported late
 
-    return read_tiling(folder, detector)
+    return read_wrapper(folder, detector)
 
 
 def as_batches(images: ImageInput, batch_size: int) -> Iterable[Tensor]:

@@ -64,7 +64,8 @@ class FastRecon(GridDetector):
     parameter_constraints = {"coreset_ratio": [FRACTION], "max_support": [POSITIVE], "top_k": [POSITIVE],
                              "lam": [Interval(float, 0, None)], "ridge": [Interval(float, 0, None)]}
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  patch_size: int = 3, coreset_ratio: float = 0.05, max_support: int = 512, lam: float = 2.0,
                  ridge: float = 1e-6, top_k: int = 1, sigma: float = 4.0, seed: int = 0,
                  weights: str | None = None, device: str = "cpu", batch_size: int = 16):

@@ -50,7 +50,8 @@ class FewShot(PatchCore):
     file_params = (*PatchCore.file_params, "encoder")
     parameter_constraints = VIEW_CONSTRAINTS
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  patch_size: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.25,
                  projection_dim: int = 128, reweight_neighbours: int = 9, search: str = "auto",
                  sigma: float = 4.0, baseline_quantile: float | None = 0.25, seed: int = 0, weights: str | None = None,

@@ -1,6 +1,6 @@
 """The one fit and predict loop of the methods that score backbone patch features on a grid.
 
-Letters: B images, h × w the feature grid, H × W = S × S the working resolution.
+Letters: B images, h × w the feature grid, H × W the working resolution (``size_hw(image_size)``).
 
 Such a method supplies only what is its own:
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from lineguard.features.extractor import BackboneFeatures
+from lineguard.io.images import size_hw
 from lineguard.memory.knn import NearestNeighbours
 from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches
 from lineguard.scoring.image import max_score
@@ -114,7 +115,7 @@ class GridDetector(BackboneFeatures, Detector):
     @torch.no_grad()
     def _predict(self, images: ImageInput) -> Prediction:
         scores, maps = [], []
-        size = (self.image_size, self.image_size)
+        size = size_hw(self.image_size)
         for features in self.features(self.query_batches(images), f"{self.name}: scoring"):
             grid, image_scores = self.score_batch(features)
             maps.append(anomaly_maps(grid, size, self.sigma))

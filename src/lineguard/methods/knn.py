@@ -28,7 +28,8 @@ class KNN(GridDetector):
     search_bank = "memory_bank_"
     grows = True
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  patch_size: int = 3, k: int = 1, search: str = "auto", sigma: float = 4.0,
                  weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone

@@ -38,7 +38,8 @@ class Mutual(ZeroDataDetector):
     parameter_constraints = {"fraction": [FRACTION], "max_subset_size": [Interval(int, 2, None)],
                              "rescore_k": [Each(POSITIVE)], "radii": [Each(Interval(int, 1, None, odd=True))]}
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  radii: list[int] | None = None, fraction: float = 0.3, rescore_k: list[int] | None = None,
                  max_subset_size: int | None = None, sigma: float = 0.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):

@@ -94,7 +94,8 @@ class PaDiM(GridDetector):
     grows = True
     patch_size: ClassVar[int] = 1  # only ``levels_of`` is used: PaDiM averages no neighbourhoods
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  n_features: int | None = None, eps: float = 0.01, shrinkage: str = "none",
                  sigma: float = 4.0, seed: int = 0, weights: str | None = None, device: str = "cpu",
                  batch_size: int = 16):

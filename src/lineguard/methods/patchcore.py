@@ -47,7 +47,8 @@ class PatchCore(GridDetector):
     search_bank = "memory_bank_"
     grows = True
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  patch_size: int = 3, reduce_dim: int | None = None, coreset_ratio: float = 0.1,
                  projection_dim: int = 128, reweight_neighbours: int = 9, search: str = "auto", sigma: float = 4.0,
                  baseline_quantile: float | None = None, seed: int = 0, weights: str | None = None,

@@ -38,7 +38,8 @@ class SPADE(GridDetector):
     parameter_constraints = {"k_images": [POSITIVE]}
     grows = True
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  patch_size: int = 1, k_images: int = 10, sigma: float = 4.0, weights: str | None = None,
                  device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone

@@ -67,7 +67,8 @@ class BatchLookAlikes(ZeroDataDetector):
                              "match_images": [POSITIVE], "top_k": [POSITIVE], "rescore_k": [Each(POSITIVE)],
                              "radii": [Each(Interval(int, 1, None, odd=True))]}
 
-    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None, image_size: int = 256,
+    def __init__(self, *, backbone: str = "effnet-lite0", levels: list[int] | None = None,
+                 image_size: int | tuple[int, int] = 256,
                  radii: list[int] | None = None, look_alikes: int = 32, cells: int = 8,
                  reference_ratio: float = 0.25, match_images: int = 5, top_k: int = 3,
                  rescore_k: list[int] | None = None, sigma: float = 0.0, weights: str | None = None,

@@ -17,6 +17,7 @@ from torch import Tensor
 from lineguard.errors import ParameterError
 from lineguard.features.extractor import BackboneFeatures
 from lineguard.features.lnamd import DEFAULT_RADII
+from lineguard.io.images import size_hw
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches
 from lineguard.progress import track
 from lineguard.scoring.batch import global_embedding, rescore_by_similarity
@@ -67,6 +68,7 @@ class ZeroDataDetector(BackboneFeatures, Detector):
         scores = rescore_by_similarity(image_scores, global_embedding(levels[-1]), self.rescore_list)
         # the blur runs on the grid (σ converted to cells) before upsampling: the same map within bilinear
         # error, at 1/64 of the cost of a full-resolution blur at stride 8 (it was a sixth of a batch's time)
-        cells = self.sigma * grid_scores.shape[-1] / self.image_size
-        maps = upsample(gaussian_blur(grid_scores.float(), cells), (self.image_size, self.image_size))
+        size = size_hw(self.image_size)
+        cells = self.sigma * grid_scores.shape[-1] / size[1]
+        maps = upsample(gaussian_blur(grid_scores.float(), cells), size)
         return Prediction(scores.cpu(), maps.cpu())

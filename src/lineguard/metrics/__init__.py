@@ -17,7 +17,8 @@ __all__ = ["MetricError", "aupro", "evaluate", "f1_max", "image_ap", "image_auro
 
 
 def evaluate(labels, scores, masks=None, maps=None) -> dict[str, float]:
-    """labels (N,) 0/1, scores (N,), optionally masks and maps (N, H, W) -> every metric by name.
+    """labels (N,) 0/1, scores (N,), optionally masks and maps (N, H, W) -> every metric by name. Maps of
+    images of different sizes: a list of (H_i, W_i) maps and a sequence of masks of the same sizes.
 
     ``masks`` may be a length-N sequence with None for images without a ground-truth mask (good
     images); the pixel metrics are computed only when both masks and maps are given.

@@ -21,9 +21,12 @@ from lineguard.metrics.image import (
 _RESIZE_HINT = "resize the masks to the maps' size (nearest neighbour) before evaluating"
 
 
-def check_masks_maps(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+def check_masks_maps(masks, maps) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
     """masks (N, H, W) 0/1, or a length-N sequence of (H, W) masks and None (= no defect pixel);
-    maps (N, H, W) real -> (masks as bool, maps)."""
+    maps (N, H, W) real -> (masks as bool, maps). Maps of images of different sizes come as a list of (H_i, W_i)
+    maps, masks as a sequence: both are returned as lists."""
+    if isinstance(maps, list | tuple):
+        return _check_each(masks, maps)
     maps = check_scores(maps, "maps")
     if maps.ndim != 3:
         raise MetricError(f"maps must be (N, H, W), got shape {tuple(maps.shape)}")
@@ -35,6 +38,25 @@ def check_masks_maps(masks, maps) -> tuple[np.ndarray, np.ndarray]:
         masks = check_binary(masks, "masks")
     check_same_shape(masks, maps, "masks", "maps", _RESIZE_HINT)
     return masks, maps
+
+
+def _check_each(masks, maps: Sequence) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A list of (H_i, W_i) maps and a sequence of masks of their sizes (or None) -> bool masks, maps."""
+    maps = [check_scores(values, f"maps[{index}]") for index, values in enumerate(maps)]
+    flat = [index for index, values in enumerate(maps) if values.ndim != 2]
+    if flat:
+        raise MetricError(f"maps[{flat[0]}] must be (H, W), got shape {tuple(maps[flat[0]].shape)}")
+    if len(masks) != len(maps):
+        raise MetricError(f"got {len(masks)} masks for {len(maps)} maps")
+    return [_one_mask(mask, index, values.shape) for index, (mask, values) in enumerate(zip(masks, maps,
+                                                                                          strict=True))], maps
+
+
+def flat_pixels(values: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """(N, H, W), or a list of (H_i, W_i) -> every pixel in one (P,) array."""
+    if isinstance(values, np.ndarray):
+        return values.reshape(-1)
+    return np.concatenate([v.reshape(-1) for v in values])
 
 
 def _one_mask(mask, index: int, size: tuple[int, int]) -> np.ndarray:
@@ -50,7 +72,7 @@ def _one_mask(mask, index: int, size: tuple[int, int]) -> np.ndarray:
 def pixel_ranking(masks, maps) -> Ranking:
     """Checked masks and maps -> one ranking of all pixels, shared by pixel AUROC and AP."""
     masks, maps = check_masks_maps(masks, maps)
-    return Ranking.of(masks.reshape(-1), maps.reshape(-1), "masks")
+    return Ranking.of(flat_pixels(masks), flat_pixels(maps), "masks")
 
 
 def pixel_auroc(masks, maps) -> float:

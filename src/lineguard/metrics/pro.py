@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from lineguard.metrics.image import MetricError, descending_steps
-from lineguard.metrics.pixel import check_masks_maps
+from lineguard.metrics.pixel import check_masks_maps, flat_pixels
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -38,7 +38,7 @@ def aupro(masks, maps, *, fpr_limit: float = 0.3) -> float:
         raise MetricError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     masks, maps = check_masks_maps(masks, maps)
     defect_scores, defect_weights = _region_pixels(masks, maps)  # (D,), (D,) summing to 1
-    normal = maps[~masks]  # (N * H * W - D,)
+    normal = flat_pixels(maps)[~flat_pixels(masks)]  # (N * H * W - D,)
     if normal.size == 0:
         raise MetricError("masks mark every pixel as defective: the false positive rate needs normal pixels")
     normal.sort()
@@ -54,15 +54,18 @@ def aupro(masks, maps, *, fpr_limit: float = 0.3) -> float:
     return _area_to_limit(n_passed / normal.size, pro_above, pro_at, fpr_limit) / fpr_limit
 
 
-def _region_pixels(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of all defect pixels and their PRO weights 1 / (|region| * n_regions), in ``maps[masks]`` order."""
+def _region_pixels(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of all defect pixels and their PRO weights 1 / (|region| * n_regions), in ``maps[masks]`` order
+    (masks and maps (N, H, W), or lists of (H_i, W_i))."""
     scores, weights = [], []
     n_regions = 0
-    for index in np.flatnonzero(masks.any(axis=(1, 2))):
-        regions, count = ndimage.label(masks[index], structure=_EIGHT_CONNECTED)  # (H, W) 0 = normal
+    for mask, values in zip(masks, maps, strict=True):
+        if not mask.any():
+            continue
+        regions, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)  # (H, W) 0 = normal
         sizes = np.bincount(regions.ravel())
-        scores.append(maps[index][masks[index]])
-        weights.append(1.0 / sizes[regions[masks[index]]])
+        scores.append(values[mask])
+        weights.append(1.0 / sizes[regions[mask]])
         n_regions += count
     if n_regions == 0:
         raise MetricError("masks contain no defect pixel: AUPRO needs at least one defect region")

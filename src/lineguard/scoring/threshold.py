@@ -123,7 +123,9 @@ def f1_threshold(labels: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> fl
 
 
 def map_maxima(maps: Tensor | np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N,): the statistic the pixel threshold is calibrated on."""
+    """(N, H, W), or a list of (H_i, W_i), -> (N,): the statistic the pixel threshold is calibrated on."""
+    if isinstance(maps, list | tuple):
+        return np.array([as_array(m).max() for m in maps])
     maps = as_array(maps)
     return maps.reshape(len(maps), -1).max(axis=1)
 

@@ -88,7 +88,7 @@ class ModelInfo(BaseModel):
     method: str
     params: dict
     uses_normal_images: bool
-    image_size: int | None  # None: a tiled model, images scored at their own size
+    image_size: int | list[int] | None  # S, [H, W]; None: a tiled or letterboxed model, images at their own size
     thresholds: dict[str, float]
     calibration: str
     normalized_threshold: float

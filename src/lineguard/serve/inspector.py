@@ -27,7 +27,7 @@ from PIL import Image
 from lineguard.errors import LineguardError, ParameterError
 from lineguard.inspect import Scorer, decide
 from lineguard.io.guard import ImageTooLargeError, pillow_pixel_limit
-from lineguard.io.images import ImageError, read_image_array, resized_batch
+from lineguard.io.images import ImageError, read_image_array, resized_batch, size_hw
 from lineguard.io.store import mask_image
 from lineguard.report.overlay import NORMALIZED_RANGE, overlay, to_uint8
 from lineguard.scoring.threshold import NotCalibratedError
@@ -86,7 +86,7 @@ class Inspector:
                                      "calibrate` on it before serving")
         self.detector = detector
         self.limits = limits
-        self.size = detector.image_size  # None: a tiled model, which scores images at their own size
+        self.size = detector.image_size  # None: a tiled or letterboxed model: images at their own size
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: deque[dict] = deque(maxlen=history)
@@ -96,8 +96,8 @@ class Inspector:
 
             self._no_grad = torch.inference_mode
         if detector.uses_normal_images:  # build lazy caches now: the first request is not the slow one
-            side = self.size or 64
-            self._predict(resized_batch([np.zeros((3, side, side), np.float32)], side, arrays=detector.array_input))
+            size = size_hw(self.size or 64)
+            self._predict(resized_batch([np.zeros((3, *size), np.float32)], size, arrays=detector.array_input))
 
     def decode(self, filename: str, file: BinaryIO) -> np.ndarray:
         """An uploaded file (spooled, never whole in memory, never written elsewhere to be read back) -> (3, H, W)
@@ -123,7 +123,7 @@ class Inspector:
         """(filename, file) pairs -> one result dict each (the API's ``InspectResult``), kept as recent."""
         start = time.perf_counter()
         decoded = [self.decode(name, data) for name, data in uploads]  # (3, H_i, W_i) each
-        if self.size is None:  # a tiled model: each image at its own size, in a batch of its own
+        if self.size is None:  # tiled or letterboxed: each image at its own size, in a batch of its own
             import torch
 
             pictures, inputs = decoded, [torch.from_numpy(image)[None] for image in decoded]
