@@ -4,7 +4,7 @@ within 2 GB).
 A tiled PatchCore is fitted (``lineguard fit --tile``) on the synthetic woven sheets of ``tiling.py``; then
 ``lineguard predict`` scores one flawed sheet of ``--width`` × ``--height`` px. Each command runs in its own
 process and the row gives its peak RSS (``ru_maxrss``), with the frame's score against the threshold and how much
-of the flaw the map's decision covers. Tiles stream through the backbone ``batch_size`` at a time and only the
+whether the map peaks in the flaw. Tiles stream through the backbone ``batch_size`` at a time and only the
 stitched map is kept, so the peak is torch, the model and a few full-frame maps, not the frame's tiles.
 
     python benchmarks/tile_memory.py --threads 1
@@ -66,17 +66,21 @@ def main() -> None:
     peak, seconds = lineguard("predict", str(model), str(image), "--out", str(results), threads=args.threads)
     row = {"frame": [args.width, args.height], "tile": args.tile, "overlap": args.overlap, "threads": args.threads,
            "flaw_share": round(float(sheet.mask.mean()), 5), "predict_peak_rss_mb": round(peak),
-           "predict_seconds": round(seconds, 1), "budget_mb": BUDGET_MB, **verdict(results)}
+           "predict_seconds": round(seconds, 1), "budget_mb": BUDGET_MB, **verdict(results, sheet.mask)}
     print(json.dumps(row))
     with open(args.out / "tile_memory.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
-def verdict(results: Path) -> dict:
-    """The frame's row in the results store: its score, the threshold and the decision."""
-    rows = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()]
-    keep = ("score", "decision", "image_threshold", "regions")
-    return {k: v if k != "regions" else len(v) for k, v in rows[-1].items() if k in keep}
+def verdict(results: Path, flaw: np.ndarray) -> dict:
+    """The frame's row in the results store: its score, decision and regions, and whether its map (at the
+    frame's own size) peaks inside the flaw."""
+    row = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()][-1]
+    anomaly_map = np.load(results / row["map"])
+    peak = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+    return {"score": round(row["score"], 3), "normalized_score": round(row["normalized_score"], 3),
+            "decision": row["decision"], "regions": len(row["regions"]), "map_shape": list(anomaly_map.shape),
+            "map_peak_in_flaw": bool(flaw[peak])}
 
 
 if __name__ == "__main__":
