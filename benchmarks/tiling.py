@@ -21,6 +21,7 @@ process's peak RSS.
     python benchmarks/tiling.py dataset --data path/to/mvtec_ad/bottle --threads 1
     python benchmarks/tiling.py aspect --data path/to/mtd/magnetic_tile --shots 250 --threads 1
     python benchmarks/tiling.py one --data FOLDER --tile 256 --overlap 32     # one row (what the parts run)
+    python benchmarks/tiling.py one --data path/to/bottle --tile 256 --param coreset_ratio=0.01   # bottle, 900 px
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 from PIL import Image
 
 from lineguard import create
+from lineguard.cli.options import parse_param
 from lineguard.evaluation import evaluate_detector, masks_for
 from lineguard.io.datasets import load_dataset
 from lineguard.io.images import image_size as image_size_of
@@ -68,22 +70,24 @@ def write_sheets(root: Path) -> Path:
     return root
 
 
-def mode_name(tile: int | None, overlap: int, image_size: int, keep_aspect: bool, shots: int | None) -> str:
+def mode_name(tile: int | None, overlap: int, image_size: int, keep_aspect: bool, shots: int | None,
+              params: dict | None = None) -> str:
     mode = (f"tiles {tile} px, overlap {overlap}" if tile else
             f"{'letterboxed' if keep_aspect else 'resized'} to {image_size} px")
+    mode += "".join(f", {key}={value}" for key, value in (params or {}).items())
     return mode + (f", {shots} good train images (seed 0)" if shots else "")
 
 
 def one(data: Path, method: str, tile: int | None, overlap: int, image_size: int, out: Path, keep_aspect: bool = False,
-        shots: int | None = None) -> None:
+        shots: int | None = None, params: dict | None = None) -> None:
     """Fit and score one configuration; append its row (none when its row is on file)."""
-    mode = mode_name(tile, overlap, image_size, keep_aspect, shots)
+    mode = mode_name(tile, overlap, image_size, keep_aspect, shots, params)
     path = out / "tiling.jsonl"
     done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     if any((r["dataset"], r["method"], r["mode"]) == (data.name, method, mode) for r in done):
         return
     dataset = load_dataset(data)
-    detector = letterboxed(tiled(create(method, image_size=image_size), tile, overlap), keep_aspect)
+    detector = letterboxed(tiled(create(method, image_size=image_size, **(params or {})), tile, overlap), keep_aspect)
     result = evaluate_detector(detector, dataset, image_size=detector.image_size, shots=shots)
     labels = torch.tensor([s.label for s in result.samples])
     originals = [image_size_of(s.path) for s in result.samples]  # (H, W) each
@@ -147,6 +151,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256, help="working size (of each tile when tiled)")
     parser.add_argument("--keep-aspect", action="store_true", help="letterbox each image (one)")
     parser.add_argument("--shots", type=int, help="fit on this many good training images, drawn with seed 0")
+    parser.add_argument("--param", action="append", default=[], help="method parameter KEY=VALUE (one)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +159,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.part == "one":
         one(args.data, args.method, args.tile, args.overlap if args.tile else 0, args.image_size, args.out,
-            args.keep_aspect, args.shots)
+            args.keep_aspect, args.shots, dict(map(parse_param, args.param)))
         return
     data = write_sheets(args.work) if args.part == "synthetic" else args.data
     if data is None:

@@ -84,7 +84,7 @@ def fit_on_cluster(ray: ModuleType, cluster: Cluster, detector: Any, paths: list
     results = ray.get([task.remote(detector.name, detector.get_params(), shard, batch_size, keep_ratio)
                        for shard in shards if shard])
     failed = [failure for result in results for failure in result[3]]
-    banks = [torch.from_numpy(bank) for bank, *_ in results if bank is not None]
+    banks = [torch.tensor(bank) for bank, *_ in results if bank is not None]  # a copy: Ray hands read-only arrays
     if not banks:
         raise NoReadableImagesError(f"fit on {len(paths)} images", failed)
     detector.memory_bank_ = merge_banks(banks, sum(r[1] for r in results), detector).contiguous()  # -> (M, D)
