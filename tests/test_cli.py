@@ -60,6 +60,12 @@ def test_fit_predict_resume_and_bad_files(mvtec_folder, tmp_path):
     diffs = [abs(by_path[r["path"]] - r["score"]) / abs(r["score"]) for r in rows]
     assert max(diffs) < 1e-4, diffs
 
+    # a saved model keeps its fitted settings: options that would only be ignored are refused by name
+    refused = runner.invoke(app, ["predict", str(model), str(images), "--out", str(tmp_path / "r2"),
+                                  "--image-size", "256", "--keep-aspect"])
+    assert refused.exit_code == 2 and "--image-size, --keep-aspect" in refused.output
+    assert not (tmp_path / "r2" / "results.jsonl").exists()
+
 
 def test_user_errors_are_one_clear_line(tmp_path):
     missing = tmp_path / "nowhere"

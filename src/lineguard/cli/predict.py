@@ -59,6 +59,12 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="[MODEL_DIR or EXP
         raise ParameterError("--batch-by splits images into batches for a test-batch --method; a model scores "
                              "every image on its own")
     else:
+        ignored = [name for name, value in (("--backbone", backbone), ("--image-size", image_size),
+                                            ("--keep-aspect", keep_aspect), ("--weights", weights),
+                                            ("--param", param)) if value]
+        if ignored:
+            raise ParameterError(f"{', '.join(ignored)}: a saved model scores with the settings it was fitted "
+                                 f"with ({inputs[0]}); these options set up a test-batch --method")
         detector = load(inputs[0], runtime=runtime)
     paths = list_images(*inputs[1 - bool(method):])
     groups = {"": paths} if by is None else group_paths([p.resolve() for p in paths], by)
