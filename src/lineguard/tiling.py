@@ -7,7 +7,8 @@ own resolution: where tiles overlap, each map is weighted by a window that rises
 from the tile's edge, so neighbouring maps cross-fade and no seam shows; an image's score is the highest of
 its tiles' scores. Fit (and ``update``) learn from the tiles of the good images, so the reference is made of
 the same kind of patches. Memory stays bounded: an image's tiles go through the detector ``batch_size`` at a
-time, and only the stitched map (two H × W floats) is kept per image.
+time, and only the stitched map (two H × W floats) is kept per image. Where the tiles lie and how maps are
+stitched is :mod:`lineguard.tile_geometry`, in numpy, which an exported tiled model's runtime uses too.
 
 Letters: N images, H × W an image's own size, T the tile side, O the overlap, S the working size.
 """
@@ -15,67 +16,22 @@ Letters: N images, H × W an image's own size, T the tile side, O the overlap, S
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from itertools import islice
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lineguard.errors import LineguardError
 from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches
 from lineguard.methods.grid import GridDetector
 from lineguard.native import NativeSizeDetector, TiledPrediction, gathered
-from lineguard.scoring.maps import resize_maps
+from lineguard.tile_geometry import MIN_TILE, Stitching, Tiling, TilingError
+
+__all__ = ["MIN_TILE", "TILING_FILE", "TiledDetector", "Tiling", "TilingError", "tiled"]
 
 TILING_FILE = "tiling.json"
-MIN_TILE = 16  # px: below this a tile is upsampled many times to the working size and its features are blur
-
-
-class TilingError(LineguardError, ValueError):
-    """Tile settings that cannot work, or a method that cannot be tiled; the message names the setting."""
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """Square tiles of ``tile`` px, neighbours overlapping by ``overlap`` px (the last tile of a row or column
-    sits flush with the image's edge, so it may overlap more)."""
-
-    tile: int
-    overlap: int = 0
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TilingError(f"tiling {name} must be a whole number of pixels, got {value!r}")
-        if self.tile < MIN_TILE:
-            raise TilingError(f"tile={self.tile}: tiles must be at least {MIN_TILE} px")
-        if not 0 <= self.overlap < self.tile:
-            raise TilingError(f"overlap={self.overlap}: the overlap must be between 0 and tile - 1 = "
-                              f"{self.tile - 1} px")
-
-    def starts(self, length: int) -> list[int]:
-        """Where the tiles begin along an axis of ``length`` px (one tile, the whole axis, if it is shorter)."""
-        if length <= self.tile:
-            return [0]
-        return [*range(0, length - self.tile, self.tile - self.overlap), length - self.tile]
-
-    def boxes(self, height: int, width: int) -> list[tuple[slice, slice]]:
-        """(rows, columns) of every tile of an H × W image, row by row."""
-        rows = [slice(y, y + min(self.tile, height)) for y in self.starts(height)]
-        columns = [slice(x, x + min(self.tile, width)) for x in self.starts(width)]
-        return [(r, c) for r in rows for c in columns]
-
-    def window(self, height: int, width: int) -> Tensor:
-        """(h, w) blending weights of a tile: rising linearly over ``overlap`` px from every edge to 1, never 0,
-        so overlapping maps cross-fade and an edge that no other tile covers keeps its own values."""
-        def ramp(n: int) -> Tensor:
-            distance = torch.arange(n)
-            edge = torch.minimum(distance, n - 1 - distance).float() + 1  # 1 at the edge
-            return (edge / (self.overlap + 1)).clamp(max=1.0)
-
-        return ramp(height)[:, None] * ramp(width)[None]
 
 
 class TiledDetector(NativeSizeDetector):
@@ -137,19 +93,13 @@ class TiledDetector(NativeSizeDetector):
 
     def _predict_one(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """(3, H, W) -> its score (the highest tile score) and (H, W) map (the tiles' maps blended)."""
-        height, width = image.shape[-2:]
-        total, weight = torch.zeros(height, width), torch.zeros(height, width)
-        best = torch.tensor(float("-inf"))
+        stitching = Stitching(self.tiling, *image.shape[-2:])
         tiles = self._tiles(image)  # cut as they are scored: 324 tiles of a 8000 x 2000 frame held at once took 255 MB
         while chunk := list(islice(tiles, self.detector.batch_size)):
             prediction = self.detector.predict(torch.stack([tile for _, tile in chunk]))
-            best = torch.maximum(best, prediction.scores.max().cpu())
-            for (rows, columns), tile_map in zip((box for box, _ in chunk), prediction.maps, strict=True):
-                shape = (rows.stop - rows.start, columns.stop - columns.start)
-                window = self.tiling.window(*shape)
-                total[rows, columns] += resize_maps(tile_map[None].cpu(), shape)[0] * window
-                weight[rows, columns] += window
-        return best, total / weight
+            stitching.add([box for box, _ in chunk], prediction.scores.cpu().numpy(), prediction.maps.cpu().numpy())
+        score, stitched = stitching.result()
+        return torch.tensor(score), torch.from_numpy(stitched)
 
 
 def tiled(detector: Detector, tile: int | None, overlap: int = 0) -> Detector | TiledDetector:

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 import lineguard
 from lineguard.cli import app
 from lineguard.export import export_detector
-from lineguard.synthetic import make_batch
+from lineguard.synthetic import make_batch, make_sheets
+from lineguard.tiling import tiled
 from tests.conftest import SIZE, to_tensor
 
 pytestmark = pytest.mark.slow  # an export, and child processes that import the CLI and the service
@@ -27,17 +28,13 @@ SCRIPT = Path(__file__).with_name("run_export.py")
 RUNTIME_PYTHON = "LINEGUARD_RUNTIME_PYTHON"
 
 
-@pytest.fixture(scope="module")
-def line(parts, tmp_path_factory):
-    """An ONNX export of a calibrated kNN, a folder of PNG parts (and one broken file), and the rows
+def line_of(folder: Path, detector, parts) -> tuple[Path, dict]:
+    """``detector`` saved and exported to ONNX in ``folder``, ``parts`` as PNGs (and one broken file), and the rows
     ``lineguard predict`` gives for them with the model itself (PyTorch)."""
-    folder = tmp_path_factory.mktemp("line")
-    detector = lineguard.create("knn", image_size=SIZE).fit(parts[0][:4])
-    detector.calibrate(detector.predict(to_tensor(make_batch(4, 0, kind="part", size=SIZE, seed=12))))
     detector.save(folder / "model")
     export_detector(detector, folder / "export")
     (folder / "images").mkdir()
-    for i, part in enumerate(make_batch(2, 2, kind="part", size=160, seed=13)):  # not at the working size
+    for i, part in enumerate(parts):
         Image.fromarray(part.image).save(folder / "images" / f"{i}.png")
     (folder / "images" / "broken.png").write_bytes(b"not an image")
     done = CliRunner().invoke(app, ["predict", str(folder / "model"), str(folder / "images"), "--out",
@@ -45,6 +42,26 @@ def line(parts, tmp_path_factory):
     assert done.exit_code == 0, done.output
     rows = [json.loads(line) for line in (folder / "torch-results" / "results.jsonl").read_text().splitlines()]
     return folder, {Path(row["path"]).name: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def line(parts, tmp_path_factory):
+    """A calibrated kNN and parts not at its working size."""
+    detector = lineguard.create("knn", image_size=SIZE).fit(parts[0][:4])
+    detector.calibrate(detector.predict(to_tensor(make_batch(4, 0, kind="part", size=SIZE, seed=12))))
+    return line_of(tmp_path_factory.mktemp("line"), detector, make_batch(2, 2, kind="part", size=160, seed=13))
+
+
+@pytest.fixture(scope="module")
+def tiled_line(tmp_path_factory):
+    """A calibrated kNN in 128 px tiles (overlap 16) at a working size of 64 px, and sheets of two sizes."""
+    detector = tiled(lineguard.create("knn", image_size=64), 128, 16)
+    detector.fit(to_tensor(make_sheets(3, 0, height=192, width=320, seed=1)))
+    detector.calibrate(detector.predict(to_tensor(make_sheets(4, 0, height=192, width=320, seed=2))))
+    flaws = (0.005, 0.02)  # of the frame: large enough for the model to call them defects
+    sheets = (make_sheets(1, 1, height=192, width=320, area=flaws, seed=3)
+              + make_sheets(1, 1, height=150, width=260, area=flaws, seed=4))
+    return line_of(tmp_path_factory.mktemp("tiled-line"), detector, sheets)
 
 
 def run(python: str, line, runtime: str, env: dict[str, str], out: Path) -> dict:
@@ -87,7 +104,13 @@ def test_predict_and_serve_on_an_export_never_import_torch(line, runtime, tmp_pa
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
-def test_runtime_install_without_torch(line, runtime, tmp_path):
+def test_a_tiled_export_runs_without_torch(tiled_line, runtime, tmp_path):
+    """Images of two sizes cut into the model's tiles without PyTorch: the model's rows, maps at their own size."""
+    check(run(sys.executable, tiled_line, runtime, dict(os.environ), tmp_path / "results"), tiled_line)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_runtime_install_without_torch(line, tiled_line, runtime, tmp_path):
     python = os.environ.get(RUNTIME_PYTHON)
     if not python:
         pytest.skip(f"{RUNTIME_PYTHON} is not set: it names the python of a virtual environment with "
@@ -98,3 +121,4 @@ def test_runtime_install_without_torch(line, runtime, tmp_path):
                            capture_output=True, text=True, env=env)
     assert probe.stdout.strip() == "True", f"{python} has torch installed: the test would prove nothing"
     check(run(python, line, runtime, env, tmp_path / "results"), line)
+    check(run(python, tiled_line, runtime, env, tmp_path / "tiled-results"), tiled_line)

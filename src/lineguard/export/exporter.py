@@ -28,11 +28,13 @@ from lineguard import __version__
 from lineguard.errors import ParameterError
 from lineguard.export.graphs import NotExportableError, scoring_graph
 from lineguard.export.search import BlockedBank
-from lineguard.export.spec import EXTERNAL_DATA_FILE, FORMATS, INPUT_NAME, OUTPUT_NAMES, ExportSpec
+from lineguard.export.spec import (EXTERNAL_DATA_FILE, FORMAT_VERSION, FORMATS, INPUT_NAME, OUTPUT_NAMES,
+                                   TILED_FORMAT_VERSION, ExportSpec)
 from lineguard.extras import require
 from lineguard.io.images import ImageSize, size_hw
 from lineguard.methods.base import Detector
 from lineguard.native import NativeSizeDetector
+from lineguard.tiling import TiledDetector
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1 << 30  # weights above this go to model.onnx.data (protobuf's limit is 2 GB)
@@ -48,11 +50,14 @@ def export_detector(detector: Detector, folder: str | Path, *, format: str = "on
     """
     if format not in FORMATS:
         raise ParameterError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if isinstance(detector, NativeSizeDetector):
+    tiling = None
+    if isinstance(detector, TiledDetector):  # the graph scores tiles; the runtime cuts and stitches them
+        tiling, detector = detector.settings(), detector.detector
+    elif isinstance(detector, NativeSizeDetector):
         raise NotExportableError(f"cannot export a {detector.wrapping} model: the graph takes images at the "
-                                 "working size, and cutting an image up or padding it and mapping the maps back "
-                                 "to it happen outside the graph; export a model fitted without it (a non-square "
-                                 "working size, --image-size HxW, exports)")
+                                 "working size, and padding an image and mapping the map back to it happen outside "
+                                 "the graph; export a model fitted without it (a non-square working size, "
+                                 "--image-size HxW, exports)")
     graph = scoring_graph(detector)
     details = {"opset": OPSET, "exporter": "torch.onnx TorchScript tracer", "torch": torch.__version__,
                "lineguard": __version__, **search_details(graph)}
@@ -67,11 +72,12 @@ def export_detector(detector: Detector, folder: str | Path, *, format: str = "on
         else:
             details["openvino"] = write_openvino(traced, folder)
             external = None
-    spec = ExportSpec(method=detector.name, params=detector.get_params(), image_size=detector.image_size,
+    spec = ExportSpec(method=detector.name, params={**detector.get_params(), **(tiling or {})},
+                      image_size=detector.image_size, tiling=tiling,
                       format=format, graph=FORMATS[format],
                       thresholds=asdict(detector.thresholds) if detector.thresholds is not None else None,
                       input_normalization=input_normalization(detector), external_data=external,
-                      details=details)
+                      details=details, format_version=TILED_FORMAT_VERSION if tiling else FORMAT_VERSION)
     spec.write(folder)
     return folder
 

@@ -9,6 +9,8 @@ asked for): never torch.
 Input: float32 RGB in [0, 1], (N, 3, H, W) or (3, H, W), numpy or anything numpy can read (a CPU tensor
 too), or an iterable of such batches; images not at the working size are resized the way the model's own
 ``predict`` resizes them (``io.images.resize_array``). Work goes to the runtime ``batch_size`` images at a time.
+A tiled export (``spec.tiling``) has ``image_size`` None, as a tiled model: each image is cut at its own size
+into tiles, which go to the runtime ``batch_size`` at a time, and maps come back at the image's size.
 
 OpenVINO is asked for float32 inference: on CPUs with bfloat16 units (this one has them) it would otherwise
 compute in bfloat16 and scores would move in the third digit.
@@ -32,6 +34,7 @@ from lineguard.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportFolderError, r
 from lineguard.extras import MissingExtraError
 from lineguard.io.images import resize_array, size_hw
 from lineguard.scoring.threshold import Thresholds
+from lineguard.tile_geometry import Stitching, Tiling, TilingError
 
 RUNTIMES = ("onnxruntime", "openvino")
 Session = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, 3, S, S) -> (B,), (B, S, S)
@@ -42,11 +45,12 @@ class ArrayPrediction:
     """What :meth:`ExportedModel.predict` returns: one score and one map per image, as numpy arrays."""
 
     scores: np.ndarray  # (N,)
-    maps: np.ndarray  # (N, S, S)
+    maps: np.ndarray | list[np.ndarray]  # (N, S, S); a tiled export's: (N, H, W), or (H_i, W_i) each when they differ
 
     def __post_init__(self) -> None:
-        if self.scores.ndim != 1 or self.maps.ndim != 3 or len(self.scores) != len(self.maps):
-            raise ValueError(f"scores (N,) and maps (N, H, W) disagree: {self.scores.shape} vs {self.maps.shape}")
+        shapes = [m.shape for m in self.maps]
+        if self.scores.ndim != 1 or any(len(shape) != 2 for shape in shapes) or len(self.scores) != len(shapes):
+            raise ValueError(f"scores (N,) and maps (N, H, W) disagree: {self.scores.shape} vs {shapes}")
 
 
 class ExportedModel:
@@ -69,6 +73,11 @@ class ExportedModel:
         if batch_size < 1:
             raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
+        try:
+            self.tiling = None if self.spec.tiling is None else Tiling(**self.spec.tiling)
+        except (TilingError, TypeError) as error:
+            raise ExportFolderError(f"{self.folder}: tiling {self.spec.tiling!r} in its spec cannot work ({error})") \
+                from None
         graph = self.folder / self.spec.graph
         self._run = onnxruntime_session(graph, threads) if self.runtime == "onnxruntime" else \
             openvino_session(graph, threads)
@@ -78,8 +87,9 @@ class ExportedModel:
         return self.spec.method
 
     @property
-    def image_size(self) -> int | list[int]:
-        return self.spec.image_size
+    def image_size(self) -> int | list[int] | None:
+        """The working size; None for a tiled export, which takes images at their own size (as a tiled model)."""
+        return None if self.tiling else self.spec.image_size
 
     @property
     def is_fitted(self) -> bool:
@@ -96,28 +106,59 @@ class ExportedModel:
         return f"ExportedModel({str(self.folder)!r}, method={self.name!r}, runtime={self.runtime!r})"
 
     def predict(self, images: Any) -> ArrayPrediction:
-        """Raw scores (N,) and maps (N, S, S), in the units of the model the export came from."""
+        """Raw scores (N,) and maps (N, S, S), in the units of the model the export came from; a tiled export's
+        maps at each image's own size."""
+        if self.tiling:
+            return self._predict_tiled(images)
         scores, maps = [], []
         for batch in self._batches(images):
             batch_scores, batch_maps = self._run(batch)
             scores.append(batch_scores)
             maps.append(batch_maps)
         return ArrayPrediction(np.concatenate(scores) if scores else np.empty(0, np.float32),
-                               np.concatenate(maps) if maps else np.empty((0, *size_hw(self.image_size)),
+                               np.concatenate(maps) if maps else np.empty((0, *size_hw(self.spec.image_size)),
                                                                           np.float32))
 
-    def _batches(self, images: Any) -> Iterator[np.ndarray]:
-        """Contiguous float32 (≤ batch_size, 3, S, S) batches of ``images`` (an array or an iterable of them)."""
+    def _predict_tiled(self, images: Any) -> ArrayPrediction:
+        """Each image cut into tiles at its own size, tiles at the working size scored ``batch_size`` at a time,
+        their maps stitched (as ``tiling.TiledDetector.predict``)."""
+        scores, maps = [], []
+        for array in self._arrays(images):
+            for image in array:  # (3, H, W)
+                stitching = Stitching(self.tiling, *image.shape[-2:])
+                boxes = self.tiling.boxes(*image.shape[-2:])
+                for start in range(0, len(boxes), self.batch_size):
+                    chunk = boxes[start:start + self.batch_size]
+                    tiles = np.stack([image[:, rows, columns] for rows, columns in chunk])  # (B, 3, h, w)
+                    stitching.add(chunk, *self._run(self._at_working_size(tiles)))
+                score, stitched = stitching.result()
+                scores.append(score)
+                maps.append(stitched)
+        same_size = len({m.shape for m in maps}) == 1
+        return ArrayPrediction(np.array(scores, np.float32), np.stack(maps) if same_size else maps)
+
+    def _arrays(self, images: Any) -> Iterator[np.ndarray]:
+        """float32 (N, 3, H, W) arrays of ``images`` (an array or an iterable of them), checked."""
         single = isinstance(images, np.ndarray) or getattr(images, "ndim", None) in (3, 4)
         for group in [images] if single else images:
             array = np.asarray(group, dtype=np.float32)
             array = array[None] if array.ndim == 3 else array
             if array.ndim != 4 or array.shape[1] != 3:
                 raise ValueError(f"images must be (N, 3, H, W) floats in [0, 1], got shape {array.shape}")
-            if array.shape[-2:] != size_hw(self.image_size):
-                array = resize_array(array, self.image_size)
+            yield array
+
+    def _at_working_size(self, array: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) -> contiguous (B, 3, S, S), resized as the model's own ``predict`` resizes."""
+        if array.shape[-2:] != size_hw(self.spec.image_size):
+            array = resize_array(array, self.spec.image_size)
+        return np.ascontiguousarray(array)
+
+    def _batches(self, images: Any) -> Iterator[np.ndarray]:
+        """Contiguous float32 (≤ batch_size, 3, S, S) batches of ``images`` (an array or an iterable of them)."""
+        for array in self._arrays(images):
+            array = self._at_working_size(array)
             for start in range(0, len(array), self.batch_size):
-                yield np.ascontiguousarray(array[start:start + self.batch_size])
+                yield array[start:start + self.batch_size]
 
 
 def load_export(folder: str | Path, *, runtime: str | None = None, threads: int | None = None,

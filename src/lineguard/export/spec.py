@@ -6,6 +6,10 @@ line needs to turn them into decisions is in the JSON: the thresholds and their 
 the working size, the method and its parameters, and the input normalisation the graph applies itself
 (for readers only).
 
+A tiled model (``--tile``) exports its detector's graph, which scores tiles at the working size, and its
+``tiling`` (``tile``, ``overlap``): the runtime cuts each image at its own size into those tiles and stitches
+their maps (``lineguard.tile_geometry``), as the model does.
+
 Files: ``model.onnx`` (+ ``model.onnx.data`` when the weights are stored as external data) for format
 ``onnx``; ``model.xml`` + ``model.bin`` (OpenVINO IR) for format ``openvino``.
 """
@@ -21,10 +25,12 @@ from lineguard.errors import LineguardError
 
 SPEC_FILE = "export.json"
 FORMAT_VERSION = 1
+TILED_FORMAT_VERSION = 2  # a tiled export's: a reader of format 1 would ignore the tiling and score whole images
 FORMATS = {"onnx": "model.onnx", "openvino": "model.xml"}
 EXTERNAL_DATA_FILE = "model.onnx.data"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("scores", "maps")
+OPTIONAL = frozenset({"tiling"})  # fields of format 2 only
 
 
 class ExportFolderError(LineguardError, ValueError):
@@ -44,6 +50,7 @@ class ExportSpec:
     input_normalization: dict[str, list[float]] | None  # the backbone's mean and std, applied inside the graph
     external_data: str | None = None  # file of the ONNX weights when stored outside the protobuf
     details: dict[str, Any] = field(default_factory=dict)  # bank size, search blocks, opset, versions
+    tiling: dict[str, int] | None = None  # {"tile": T, "overlap": O} of a tiled model; None: whole images
     format_version: int = FORMAT_VERSION
 
     def write(self, folder: Path) -> Path:
@@ -67,13 +74,13 @@ def read_spec(folder: str | Path) -> ExportSpec:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ExportFolderError(f"{path}: not valid JSON ({error})") from None
-    if raw.get("format_version") != FORMAT_VERSION:
+    if raw.get("format_version") not in (FORMAT_VERSION, TILED_FORMAT_VERSION):
         raise ExportFolderError(f"{path}: unsupported export format {raw.get('format_version')!r} "
-                                f"(this lineguard reads {FORMAT_VERSION})")
-    missing = [f.name for f in fields(ExportSpec) if f.name not in raw]
+                                f"(this lineguard reads {FORMAT_VERSION} and {TILED_FORMAT_VERSION})")
+    missing = [f.name for f in fields(ExportSpec) if f.name not in raw and f.name not in OPTIONAL]
     if missing:
         raise ExportFolderError(f"{path}: missing {', '.join(missing)}")
-    spec = ExportSpec(**{f.name: raw[f.name] for f in fields(ExportSpec)})
+    spec = ExportSpec(**{f.name: raw[f.name] for f in fields(ExportSpec) if f.name in raw})
     if not (Path(folder) / spec.graph).is_file():
         raise ExportFolderError(f"{folder}: the graph {spec.graph} named in {SPEC_FILE} is missing")
     return spec

@@ -124,9 +124,11 @@ class Inspector:
         start = time.perf_counter()
         decoded = [self.decode(name, data) for name, data in uploads]  # (3, H_i, W_i) each
         if self.size is None:  # tiled or letterboxed: each image at its own size, in a batch of its own
-            import torch
+            pictures, inputs = decoded, [image[None] for image in decoded]
+            if not self.detector.array_input:
+                import torch
 
-            pictures, inputs = decoded, [torch.from_numpy(image)[None] for image in decoded]
+                inputs = [torch.from_numpy(image) for image in inputs]
         else:
             pictures = inputs = resized_batch(decoded, self.size, arrays=self.detector.array_input)  # (N, 3, S, S)
         try:
