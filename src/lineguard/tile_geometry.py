@@ -11,6 +11,7 @@ Letters: H × W an image's own size, T the tile side, O the overlap, S × S the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -105,3 +106,16 @@ class Stitching:
     def result(self) -> tuple[np.float32, np.ndarray]:
         """The image's score (the highest tile score) and (H, W) map (the tiles' maps blended)."""
         return self.best, self.total / self.weight
+
+
+def stitch(tiling: Tiling, height: int, width: int, batch_size: int,
+           score: Callable[[list[Box]], tuple[np.ndarray, np.ndarray]]) -> tuple[np.float32, np.ndarray]:
+    """One H × W image's score and stitched map: its tiles' boxes go to ``score`` (boxes -> scores (B,), maps
+    (B, S, S)) ``batch_size`` at a time, so only one batch of tiles exists at once (324 tiles of an 8000 × 2000
+    frame held together took 255 MB)."""
+    stitching = Stitching(tiling, height, width)
+    boxes = tiling.boxes(height, width)
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start:start + batch_size]
+        stitching.add(chunk, *score(chunk))
+    return stitching.result()

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from itertools import islice
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,7 +27,7 @@ from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches
 from lineguard.methods.grid import GridDetector
 from lineguard.native import NativeSizeDetector, TiledPrediction, gathered
-from lineguard.tile_geometry import MIN_TILE, Stitching, Tiling, TilingError
+from lineguard.tile_geometry import MIN_TILE, Box, Tiling, TilingError, stitch
 
 __all__ = ["MIN_TILE", "TILING_FILE", "TiledDetector", "Tiling", "TilingError", "tiled"]
 
@@ -60,14 +60,12 @@ class TiledDetector(NativeSizeDetector):
     def from_settings(cls, detector: Detector, settings: dict[str, Any]) -> TiledDetector:
         return cls(detector, Tiling(int(settings["tile"]), int(settings.get("overlap", 0))))
 
-    def _tiles(self, image: Tensor) -> Iterator[tuple[tuple[slice, slice], Tensor]]:
-        """(3, H, W) -> each tile's box and the tile at the working size (3, S, S)."""
-        size = self.detector.image_size
-        for box in self.tiling.boxes(*image.shape[-2:]):
-            yield box, fit_size(image[:, box[0], box[1]][None], size)[0]
+    def _tile(self, image: Tensor, box: Box) -> Tensor:
+        """(3, H, W) -> the tile at ``box``, at the working size (1, 3, S, S)."""
+        return fit_size(image[:, box[0], box[1]][None], self.detector.image_size)
 
     def inputs(self, image: Tensor) -> Iterator[Tensor]:
-        return (tile for _, tile in self._tiles(image))
+        return (self._tile(image, box)[0] for box in self.tiling.boxes(*image.shape[-2:]))
 
     def update(self, images: ImageInput) -> TiledDetector:
         """``Detector.update`` with the images' tiles; the history counts images, and their tiles."""
@@ -93,13 +91,12 @@ class TiledDetector(NativeSizeDetector):
 
     def _predict_one(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """(3, H, W) -> its score (the highest tile score) and (H, W) map (the tiles' maps blended)."""
-        stitching = Stitching(self.tiling, *image.shape[-2:])
-        tiles = self._tiles(image)  # cut as they are scored: 324 tiles of a 8000 x 2000 frame held at once took 255 MB
-        while chunk := list(islice(tiles, self.detector.batch_size)):
-            prediction = self.detector.predict(torch.stack([tile for _, tile in chunk]))
-            stitching.add([box for box, _ in chunk], prediction.scores.cpu().numpy(), prediction.maps.cpu().numpy())
-        score, stitched = stitching.result()
-        return torch.tensor(score), torch.from_numpy(stitched)
+        def run_tiles(boxes: list[Box]) -> tuple[np.ndarray, np.ndarray]:
+            prediction = self.detector.predict(torch.cat([self._tile(image, box) for box in boxes]))
+            return prediction.scores.cpu().numpy(), prediction.maps.cpu().numpy()
+
+        best, stitched = stitch(self.tiling, *image.shape[-2:], self.detector.batch_size, run_tiles)
+        return torch.tensor(best), torch.from_numpy(stitched)
 
 
 def tiled(detector: Detector, tile: int | None, overlap: int = 0) -> Detector | TiledDetector:

@@ -34,7 +34,7 @@ from lineguard.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportFolderError, r
 from lineguard.extras import MissingExtraError
 from lineguard.io.images import resize_array, size_hw
 from lineguard.scoring.threshold import Thresholds
-from lineguard.tile_geometry import Stitching, Tiling, TilingError
+from lineguard.tile_geometry import Box, Tiling, TilingError, stitch
 
 RUNTIMES = ("onnxruntime", "openvino")
 Session = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B, 3, S, S) -> (B,), (B, S, S)
@@ -125,13 +125,11 @@ class ExportedModel:
         scores, maps = [], []
         for array in self._arrays(images):
             for image in array:  # (3, H, W)
-                stitching = Stitching(self.tiling, *image.shape[-2:])
-                boxes = self.tiling.boxes(*image.shape[-2:])
-                for start in range(0, len(boxes), self.batch_size):
-                    chunk = boxes[start:start + self.batch_size]
-                    tiles = np.stack([image[:, rows, columns] for rows, columns in chunk])  # (B, 3, h, w)
-                    stitching.add(chunk, *self._run(self._at_working_size(tiles)))
-                score, stitched = stitching.result()
+                def run_tiles(boxes: list[Box], image: np.ndarray = image) -> tuple[np.ndarray, np.ndarray]:
+                    tiles = np.stack([image[:, rows, columns] for rows, columns in boxes])  # (B, 3, h, w)
+                    return self._run(self._at_working_size(tiles))
+
+                score, stitched = stitch(self.tiling, *image.shape[-2:], self.batch_size, run_tiles)
                 scores.append(score)
                 maps.append(stitched)
         same_size = len({m.shape for m in maps}) == 1
