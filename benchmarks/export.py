@@ -58,7 +58,7 @@ def load_model(runtime: str, target: Path, threads: int, exact: bool):
     import lineguard
 
     if runtime in TORCH_FREE:
-        model = lineguard.load(target, runtime=runtime, threads=threads)  # batches of 16, as BATCH
+        model = lineguard.load(target, runtime=runtime, threads=threads)  # runs the graph RUNTIME_BATCH at a time
         return lambda images: (lambda p: (p.scores, p.maps))(model.predict(images))
     import torch
 

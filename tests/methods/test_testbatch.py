@@ -46,11 +46,25 @@ def test_an_image_is_never_scored_against_its_own_patches():
     images = to_tensor([texture] + [part] * 5)
     torch.manual_seed(0)
     images[1:] = (images[1:] + 0.002 * torch.randn_like(images[1:])).clamp(0, 1)
-    detector = BatchLookAlikes(image_size=SIZE, reference_ratio=1.0, match_images=1)
+    # raw image scores: measured from its own mean, an image uniformly unlike the rest would score about 0
+    detector = BatchLookAlikes(image_size=SIZE, reference_ratio=1.0, match_images=1, above_own_mean=False)
     result = detector.predict(images)
     assert result.maps[0].min() > 0.05
     assert result.maps[1:].max() < result.maps[0].min() / 5  # copies find their twins in the other images
     assert result.scores.argmax() == 0
+
+
+def test_an_image_unlike_all_others_ranks_below_the_defects_measured_from_its_own_baseline(line_batch):
+    # a good image whose look no other image shares (here another product) has every patch far from its
+    # look-alikes: its raw score tops the batch, while above its own mean it is about zero
+    images, _ = line_batch
+    odd = to_tensor([make_image(np.random.default_rng(0), kind="texture", size=SIZE)])
+    batch = torch.cat([odd, images])  # 0 odd, 1–14 good, 15–17 defective
+    raw = BatchLookAlikes(image_size=SIZE, above_own_mean=False).predict(batch).scores
+    assert raw.argmax() == 0
+    scores = BatchLookAlikes(image_size=SIZE).predict(batch).scores
+    assert set(scores.topk(3).indices.tolist()) == {15, 16, 17}
+    assert scores[0] < scores[1:15].median()
 
 
 @pytest.fixture(scope="module")

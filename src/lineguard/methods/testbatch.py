@@ -18,8 +18,10 @@ fell to chance. So every image is compared with the images that look like it:
    another); the patch score is the mean of its ``match_images`` smallest distances, so a pattern is normal
    when several look-alikes show it, and a defect that recurs in one or two of them still stands out. Per
    LNAMD radius and level, maps averaged. An image is never its own reference.
-3. **Image score**: the mean of the ``top_k`` highest patch scores, optionally steadied over similar images
-   (RsCIN re-scoring, ``rescore_k``).
+3. **Image score**: the mean of the ``top_k`` highest patch scores less the mean of all the image's patch
+   scores (``above_own_mean``), optionally steadied over similar images (RsCIN re-scoring,
+   ``rescore_k``). An image whose look is rare in the batch (a lighting or a pose few others share) has every
+   patch far from its look-alikes; a defect raises only its own patches.
 
 The backbone runs once per image; the scoring costs N · K · L · m per view, about (K / N) · ``reference_ratio``
 of mutual scoring's N² · L².
@@ -57,6 +59,10 @@ class BatchLookAlikes(ZeroDataDetector):
       Magnetic Tile batch with 20 % defects, 8 cost the batches with 5 %);
     - ``top_k`` 3 highest patch scores averaged per image — one noisy cell does not decide, a small defect
       covering a few of 32 × 32 cells does;
+    - ``above_own_mean`` True: the image score is measured from the mean of the image's own patch scores (maps
+      keep the absolute ones). 200-image batches, 5 draws, 5 / 10 / 20 % defective: Magnetic Tile +0.014 /
+      +0.007 / +0.004, posed parts +0.001 / +0.003 / +0.004, bottle unchanged (1.000); the lower quartile
+      instead (few-shot's baseline) gained 0.002–0.005 more on Magnetic Tile but lost 0.001 on posed parts;
     - ``rescore_k`` None: no re-scoring ([1, 2, 3] is RsCIN's setting) — the look-alikes already compare
       an image with its kind, and averaging a score with its similar images lowered posed parts by 0.06;
     - ``sigma`` 0 px: no map blur, as MuSc — the 32 × 32 grid upsampled bilinearly is smooth already.
@@ -71,8 +77,8 @@ class BatchLookAlikes(ZeroDataDetector):
                  image_size: int | tuple[int, int] = 256,
                  radii: list[int] | None = None, look_alikes: int = 32, cells: int = 8,
                  reference_ratio: float = 0.25, match_images: int = 5, top_k: int = 3,
-                 rescore_k: list[int] | None = None, sigma: float = 0.0, weights: str | None = None,
-                 device: str = "cpu", batch_size: int = 16):
+                 above_own_mean: bool = True, rescore_k: list[int] | None = None, sigma: float = 0.0,
+                 weights: str | None = None, device: str = "cpu", batch_size: int = 16):
         self.backbone = backbone
         self.levels = levels
         self.image_size = image_size
@@ -82,6 +88,7 @@ class BatchLookAlikes(ZeroDataDetector):
         self.reference_ratio = reference_ratio
         self.match_images = match_images
         self.top_k = top_k
+        self.above_own_mean = above_own_mean
         self.rescore_k = rescore_k
         self.sigma = sigma
         self.weights = weights
@@ -105,7 +112,10 @@ class BatchLookAlikes(ZeroDataDetector):
             view_scores.append([self.patch_scores(r, neighbours, kept).view(n, *v.shape[-2:])
                                 for r, v in zip(rows, level_views, strict=True)])
         grid = combine_views(view_scores)  # (N, h, w)
-        return self.finish(grid, top_k_mean(grid, self.top_k), levels)
+        scores = top_k_mean(grid, self.top_k)
+        if self.above_own_mean:
+            scores = scores - grid.flatten(1).mean(1)
+        return self.finish(grid, scores, levels)
 
     def patch_scores(self, rows: Tensor, neighbours: Tensor, kept: Tensor) -> Tensor:
         """(N, L, D) patches -> (N, L): mean distance to the ``match_images`` closest look-alikes."""
