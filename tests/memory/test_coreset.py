@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from lineguard.memory.coreset import coreset_size, greedy_coreset, image_coresets
+from lineguard.memory.knn import NearestNeighbours
 
 
-def plain_greedy(features: torch.Tensor, starts: list[int], size: int) -> list[int]:
-    """Textbook greedy k-center in float64: add the row farthest from all centres so far."""
+def plain_greedy(features: torch.Tensor, starts: list[int], size: int,
+                 initial: torch.Tensor | None = None) -> list[int]:
+    """Textbook greedy k-center in float64: add the row farthest from all centres so far (``initial``: each
+    row's distance to centres chosen before, none when None)."""
     x = features.double()
-    min_d = torch.full((len(x),), float("inf"), dtype=torch.float64)
+    min_d = torch.full((len(x),), float("inf"), dtype=torch.float64) if initial is None else initial.double()
     centres = []
     for m in range(size):
         pick = starts[m] if m < len(starts) else int(min_d.argmax())
@@ -56,6 +59,47 @@ def test_pool_size_does_not_change_the_picks():
     picks = [greedy_coreset(features, 300, seed=1, projection_dim=12, pool_size=t, progress=False)
              for t in (1, 37, 512, 100_000)]
     assert all(torch.equal(picks[0], other) for other in picks[1:])
+
+
+def small_integers(n: int, dim: int, seed: int) -> torch.Tensor:
+    """Two blobs of small integer points: every squared distance is exact in float32, whatever order a matrix
+    product sums in, so picks can be compared bit for bit."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randint(0, 6, (n, dim), generator=g), torch.randint(8, 12, (n // 50, dim), generator=g)]
+                     )[torch.randperm(n + n // 50, generator=g)].float()
+
+
+@pytest.mark.parametrize("search", ["torch", "faiss"])
+@pytest.mark.parametrize("pool_size", [1, 37, 100_000])
+def test_growing_with_an_exact_search_continues_the_plain_greedy_from_the_old_bank(search, pool_size):
+    if search == "faiss":
+        pytest.importorskip("faiss")
+    features = small_integers(3_000, 12, seed=1)
+    old, new = features[:1_500], features[1_500:]
+    bank = old[greedy_coreset(old, 150, projection_dim=12, progress=False)]
+    picks = greedy_coreset(new, 160, projection_dim=12, pool_size=pool_size, centres=bank, search=search,
+                           progress=False)
+    merged = plain_greedy(torch.cat([bank, new]), list(range(len(bank))), len(bank) + 160)
+    assert picks.tolist() == [i - len(bank) for i in merged[len(bank):]]
+
+
+def test_growing_with_an_approximate_search_is_greedy_on_certified_bounds():
+    # IVF (51 lists, 8 probed) misses some rows' nearest old centre: each row starts at its distance to the one
+    # found, at least its true distance; the picks are the plain greedy's from those distances, and every new
+    # row ends within the largest of them (what the greedy saw) of the grown bank
+    pytest.importorskip("faiss")
+    features = small_integers(6_000, 16, seed=2)
+    old, new = features[:4_000], features[4_000:]
+    bank = old[greedy_coreset(old, 2_000, projection_dim=16, progress=False)]
+    _, found = NearestNeighbours(bank, backend="faiss-ivf").search(new, k=1)
+    initial = (new.double() - bank[found[:, 0]].double()).norm(dim=1)
+    exact = torch.cdist(new.double(), bank.double()).min(dim=1).values
+    assert (initial >= exact).all() and (initial > exact).sum() >= 10
+    picks = greedy_coreset(new, 100, projection_dim=16, pool_size=64, centres=bank, search="faiss-ivf",
+                           progress=False)
+    assert picks.tolist() == plain_greedy(new, [], 100, initial=initial)
+    bound = torch.minimum(initial, torch.cdist(new.double(), new[picks].double()).min(dim=1).values).max()
+    assert cover_radius(torch.cat([bank, new]), torch.cat([torch.arange(len(bank)), len(bank) + picks])) <= bound
 
 
 def test_progress_bar_does_not_change_the_picks(monkeypatch):
@@ -104,6 +148,8 @@ def test_bad_sizes_and_ratios():
         greedy_coreset(features, 2, projection_dim=0, progress=False)
     with pytest.raises(ValueError, match="pool_size"):
         greedy_coreset(features, 2, pool_size=0, progress=False)
+    with pytest.raises(ValueError, match=r"centres must be \(S, 3\) with S ≥ 1, got \(4, 2\)"):
+        greedy_coreset(features, 2, centres=torch.zeros(4, 2), progress=False)
     for ratio in (0, -0.1, 1.5):
         with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\]"):
             coreset_size(100, ratio)

@@ -8,12 +8,16 @@ and blurred (σ = 4); the image score is the largest patch score, re-weighted by
 around that patch's nearest neighbour (``scoring.image.reweighted_max``, the paper's eq. 7).
 
 ``update`` grows the bank without the old images: greedy k-center continues from the old bank as centres
-already, over the old bank and the new patches, and adds as many rows as a fit would keep of the new patches
-(``coreset_ratio`` of them), so the bank ends the size a fit on everything gives. It is exactly the coreset
-greedy k-center over everything would pick if its first picks had been the old bank: every old patch stays
-within the old covering radius r₀ of the bank, every new patch within the merged round's radius r₁ — so all
-patches seen lie within max(r₀, r₁) of the grown bank, where a fit on everything covers them within its own
-r (both greedy, each within 2× the best possible radius for its size).
+already chosen, over the new patches, and adds as many of them as a fit would keep (``coreset_ratio``), so the
+bank ends the size a fit on everything gives. Each new patch starts at its distance to the old bank row the
+``search`` index finds nearest (``memory.coreset``). With an exact search the result is exactly the coreset
+greedy k-center over everything would pick if its first picks had been the old bank; with IVF (``auto`` on
+banks of 16,384 rows or more) that distance is an upper bound, never an underestimate (on Magnetic Tile's
+first growth step the true nearest for 91 % of the new patches; their covering radius came out 0.4 % larger
+than with an exact search). Either way every old patch stays within the old covering radius r₀ of the bank and
+every new patch within the merge's final radius r₁ (at most the distance it recorded) — so all patches seen lie
+within max(r₀, r₁) of the grown bank, where a fit on everything covers them within its own r (greedy, within
+2× the best possible radius for its size).
 
 ``baseline_quantile`` (off by default, as in the paper) subtracts that quantile of an image's own patch scores
 from its image score (``scoring.image.above_baseline``): a normal look the bank lacks (say a lighting the few
@@ -85,11 +89,9 @@ class PatchCore(GridDetector):
 
     def grow(self, features: Iterator[Tensor]) -> None:
         new = torch.cat([flatten_patches(f) for f in features])  # -> (N_new·h·w, D)
-        old = len(self.memory_bank_)
-        merged = torch.cat([self.memory_bank_, new])  # -> (M + N_new·h·w, D)
-        keep = greedy_coreset(merged, old + coreset_size(len(new), self.coreset_ratio), seed=self.seed,
-                              projection_dim=self.projection_dim, starts=torch.arange(old))
-        self.memory_bank_ = merged[keep].contiguous()  # -> (M', D)
+        keep = greedy_coreset(new, coreset_size(len(new), self.coreset_ratio), seed=self.seed,
+                              projection_dim=self.projection_dim, centres=self.memory_bank_, search=self.search)
+        self.memory_bank_ = torch.cat([self.memory_bank_, new[keep]])  # -> (M', D)
 
     def score_batch(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest-bank distances as patch scores; the image score re-weighted (and above its baseline)."""
