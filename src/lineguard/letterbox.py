@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lineguard.io.images import resize, size_hw
 from lineguard.methods.base import Detector, ImageInput, Prediction, as_batches
-from lineguard.native import NativeSizeDetector, TiledPrediction, gathered
+from lineguard.native import NativeSizeDetector, NativeSizePrediction, gathered
 from lineguard.scoring.maps import resize_maps
 
 LETTERBOX_FILE = "letterbox.json"
@@ -70,7 +70,7 @@ class LetterboxDetector(NativeSizeDetector):
         yield letterbox(image, size_hw(self.detector.image_size))
 
     @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction | TiledPrediction:
+    def predict(self, images: ImageInput) -> Prediction | NativeSizePrediction:
         """Scores (N,) and maps at each image's own size, from one call of the detector's ``predict`` (a
         test-batch method scores the whole batch against itself, as unwrapped)."""
         shapes: list[tuple[int, int]] = []

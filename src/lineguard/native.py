@@ -26,18 +26,18 @@ from lineguard.scoring.threshold import Thresholds
 
 
 @dataclass
-class TiledPrediction:
+class NativeSizePrediction:
     """Scores (N,) and maps of images of different sizes: one (H_i, W_i) map each."""
 
     scores: Tensor
     maps: list[Tensor]
 
 
-def gathered(scores: list[Tensor], maps: list[Tensor]) -> Prediction | TiledPrediction:
-    """One :class:`Prediction` when all maps share one size, else a :class:`TiledPrediction`."""
+def gathered(scores: list[Tensor], maps: list[Tensor]) -> Prediction | NativeSizePrediction:
+    """One :class:`Prediction` when all maps share one size, else a :class:`NativeSizePrediction`."""
     if len({m.shape for m in maps}) == 1:
         return Prediction(torch.stack(scores), torch.stack(maps))
-    return TiledPrediction(torch.stack(scores), maps)
+    return NativeSizePrediction(torch.stack(scores), maps)
 
 
 class NativeSizeDetector:
@@ -98,7 +98,7 @@ class NativeSizeDetector:
         self.detector.update(self.input_batches(images, [0]))
         return self
 
-    def calibrate(self, prediction: Prediction | TiledPrediction, **rule: Any):
+    def calibrate(self, prediction: Prediction | NativeSizePrediction, **rule: Any):
         """``Detector.calibrate`` (the pixel threshold comes from each map's maximum, which maps of any size
         have)."""
         maxima = torch.stack([m.max() for m in prediction.maps])[:, None, None]  # (N, 1, 1)

@@ -26,7 +26,7 @@ from torch import Tensor
 from lineguard.features.extractor import fit_size
 from lineguard.methods.base import Detector, ImageInput, NoImagesError, Prediction, as_batches
 from lineguard.methods.grid import GridDetector
-from lineguard.native import NativeSizeDetector, TiledPrediction, gathered
+from lineguard.native import NativeSizeDetector, NativeSizePrediction, gathered
 from lineguard.tile_geometry import MIN_TILE, Box, Tiling, TilingError, stitch
 
 __all__ = ["MIN_TILE", "TILING_FILE", "TiledDetector", "Tiling", "TilingError", "tiled"]
@@ -76,9 +76,9 @@ class TiledDetector(NativeSizeDetector):
         return self
 
     @torch.no_grad()
-    def predict(self, images: ImageInput) -> Prediction | TiledPrediction:
+    def predict(self, images: ImageInput) -> Prediction | NativeSizePrediction:
         """Scores (N,) and maps at each image's own size: a :class:`Prediction` when all images share one size,
-        else a :class:`TiledPrediction`."""
+        else a :class:`NativeSizePrediction`."""
         scores, maps = [], []
         for batch in as_batches(images, self.detector.batch_size):
             for image in batch:

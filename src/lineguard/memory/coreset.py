@@ -211,6 +211,7 @@ class _Cover:
         self.centre_sq[self.count:self.count + len(x)] = sq_norms
         self.count += len(x)
 
+
 def coreset_size(n: int, ratio: float) -> int:
     """Number of rows a ``ratio`` keeps of ``n`` (at least one)."""
     if not 0 < ratio <= 1:
