@@ -89,8 +89,9 @@ class LineMonitor:
     - ``bank_images`` 128 recent normal images in the reference — enough that the few sharing a part's pose
       or lighting are among them, few enough to follow drift (a quarter of each image: 128 images of
       effnet-lite0 take about 100 MB);
-    - ``look_alikes`` 32 and ``cells`` 8 as for ``testbatch``: each image is scored against the 32 kept images
-      that look most like it, so the search per image stays at 32 images' patches, about one backbone pass;
+    - ``look_alikes`` 32 and ``cells`` 8: each image is scored against the 32 kept images that look most like
+      it (``testbatch`` takes 64 with an eighth of each image's patches; the ring keeps a quarter, drawn at
+      random), so the search per image stays at 32 images' patches, about one backbone pass;
     - ``match_images`` 1: a patch is scored by its nearest look-alike. ``testbatch`` averages 5 because a
       defect may recur among the look-alikes of a batch; the ring keeps no image judged anomalous, and with 5
       a faint scratch 30 images into a stream scored below the threshold (0.435 against 0.472) where 1 flags it;
