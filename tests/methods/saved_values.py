@@ -1,5 +1,5 @@
 """Scores and map fingerprints of every method on the contract test's synthetic parts, saved from one version
-of lineguard so that a refactoring can show it changed no number (``test_contract``).
+of lineguard so that a refactoring can show it changed no number beyond float32 rounding (``test_contract``).
 
     python -m tests.methods.saved_values        # rewrite saved_values.json from the code as it is now
 
@@ -9,7 +9,6 @@ are left out while their algorithms change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -18,14 +17,19 @@ import torch
 
 PATH = Path(__file__).with_name("saved_values.json")
 UNSAVED = ("mutual", "testbatch")  # zero-data methods, being reworked
+THREADS = 2  # torch threads the values were computed with (this project's CI machine); the test uses as many
+# float32 sums taken in another order (another thread count, another CPU's vector width) move a method's numbers
+# by up to 2e-5 of their scale (measured: 1 thread against the saved 2); gradient training compounds the rounding
+# over its steps (autoencoder 7.6e-3, dfr 2.0e-4). A change to an algorithm moves them far more.
+TOLERANCE = {"autoencoder": 2e-2, "dfr": 2e-2}
+DEFAULT_TOLERANCE = 1e-4
 
 
 def fingerprint(scores: torch.Tensor, maps: torch.Tensor) -> dict:
-    """Exact scores (float32 values as JSON numbers round-trip), the maps' SHA-256 and two statistics that say
-    how far apart two versions are when the hashes differ."""
-    maps = maps.contiguous().float()
-    return {"scores": scores.float().tolist(), "maps_sha256": hashlib.sha256(maps.numpy().tobytes()).hexdigest(),
-            "maps_max": float(maps.max()), "maps_mean": float(maps.double().mean())}
+    """Scores (float32 values as JSON numbers round-trip) and three statistics of the maps."""
+    maps = maps.double()
+    return {"scores": scores.float().tolist(), "maps_max": float(maps.max()), "maps_mean": float(maps.mean()),
+            "maps_std": float(maps.std())}
 
 
 def main() -> None:
@@ -33,7 +37,7 @@ def main() -> None:
     from tests.conftest import make_parts
     from tests.methods.test_contract import build, learned_prompts
 
-    torch.set_num_threads(2)  # the test suite's thread count: blocked matrix products may round differently
+    torch.set_num_threads(THREADS)
     support, test, _, _ = make_parts()
     saved = {}
     for name in available_methods():

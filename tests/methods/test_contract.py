@@ -1,6 +1,6 @@
 """Every registered method fits, finds planted defects, saves and loads to identical scores, scores as the
-saved values say it did (a refactoring moves no number), and exports to ONNX with the same answers on
-onnxruntime and OpenVINO (or refuses, saying why)."""
+saved values say it did (a refactoring moves no number beyond rounding), and exports to ONNX with the same
+answers on onnxruntime and OpenVINO (or refuses, saying why)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from lineguard.prompts.training import train_prompts
 from lineguard.scoring.threshold import calibrate
 from tests.conftest import SIZE
 from tests.export.parity import assert_same_answers
-from tests.methods.saved_values import PATH, UNSAVED, fingerprint
+from tests.methods.saved_values import DEFAULT_TOLERANCE, PATH, THREADS, TOLERANCE, UNSAVED, fingerprint
 from tests.prompts.tiny import labelled, tiny
 
 # Settings that keep a method fast on 2 CPU cores; everything else stays at its default.
@@ -63,10 +63,15 @@ def learned_prompts(name: str, folder) -> str | None:
 @pytest.fixture(scope="module", params=available_methods())
 def fitted(request, parts, tmp_path_factory):
     support, test, labels, masks = parts
-    detector = build(request.param, learned_prompts(request.param, tmp_path_factory.mktemp("prompts")))
-    if detector.uses_normal_images:
-        detector.fit(support)
-    return detector, detector.predict(test)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)  # as the saved values were computed: sums are taken in the same order
+    try:
+        detector = build(request.param, learned_prompts(request.param, tmp_path_factory.mktemp("prompts")))
+        if detector.uses_normal_images:
+            detector.fit(support)
+        return detector, detector.predict(test)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_planted_defects_score_above_clean_images(fitted, parts):
@@ -90,9 +95,13 @@ def test_scores_and_maps_are_the_saved_ones(fitted):
         pytest.skip(f"{detector.name}: no saved values while its algorithm changes")
     saved = json.loads(PATH.read_text())[detector.name]
     now = fingerprint(result.scores, result.maps)
-    assert now["scores"] == saved["scores"], detector.name
-    assert now == saved, f"{detector.name}: maps differ (max {now['maps_max']} vs {saved['maps_max']}, mean " \
-                         f"{now['maps_mean']} vs {saved['maps_mean']})"
+    tolerance = TOLERANCE.get(detector.name, DEFAULT_TOLERANCE)
+    scores, saved_scores = torch.tensor(now["scores"]), torch.tensor(saved["scores"])
+    assert (scores - saved_scores).abs().max() <= tolerance * saved_scores.abs().max(), \
+        f"{detector.name}: scores {now['scores'][:4]}… against saved {saved['scores'][:4]}…"
+    for key in ("maps_max", "maps_mean", "maps_std"):
+        assert abs(now[key] - saved[key]) <= tolerance * saved["maps_max"], \
+            f"{detector.name}: {key} {now[key]} against saved {saved[key]}"
 
 
 def test_save_load_gives_identical_scores(fitted, parts, tmp_path):
