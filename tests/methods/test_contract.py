@@ -60,15 +60,20 @@ def learned_prompts(name: str, folder) -> str | None:
     return str(save_prompts(detector, folder))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def saved_threads():
+    """Every test here runs with the threads the saved values were computed with: sums are taken in the same
+    order, so a reloaded or re-run model can be held to identical numbers on any machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=available_methods())
 def fitted(request, parts, tmp_path_factory):
     support, test, labels, masks = parts
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)  # as the saved values were computed: sums are taken in the same order
-    try:
-        return fit_and_predict(request.param, tmp_path_factory.mktemp("prompts"), support, test)
-    finally:
-        torch.set_num_threads(threads)
+    return fit_and_predict(request.param, tmp_path_factory.mktemp("prompts"), support, test)
 
 
 def fit_and_predict(name: str, folder, support: torch.Tensor, test: torch.Tensor):
